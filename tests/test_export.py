@@ -1,0 +1,247 @@
+"""Export to ONNX + runners + parity + latency: the spine, on real runtimes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vitedge.card import ModelCard
+from vitedge.cli.main import main
+from vitedge.errors import InputError, UsageError
+from vitedge.export.metadata import card_from_metadata, read_metadata
+from vitedge.export.onnx_export import ExportConfig, export_onnx
+from vitedge.models.resolve import load_model
+from vitedge.pipeline import BenchConfig, ExportRequest, export_target
+from vitedge.runtimes.openvino_runner import OpenVinoRunner
+from vitedge.runtimes.ort_runner import OrtRunner
+from vitedge.targets.registry import Artifact, Target, register_target
+
+FAST_BENCH = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    """The built-in vit-tiny exported once to ONNX (dynamic batch)."""
+    loaded = load_model("vit-tiny")
+    path = tmp_path_factory.mktemp("vit") / "model.onnx"
+    info = export_onnx(loaded.module, loaded.card, path)
+    return loaded, path, info
+
+
+def torch_logits(module, x):
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+def test_dynamic_batch_1_and_5_on_the_same_file(vit):
+    loaded, path, info = vit
+    assert info.exporter == "dynamo" and info.dynamic_batch and info.opset == 20
+    model = onnx.load(str(path))
+    ops = {n.op_type for n in model.graph.node}
+    assert "LayerNormalization" in ops and "Gelu" in ops  # opset 20 ops, not decompositions
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value  # symbolic batch, nothing baked in
+    with OrtRunner(path, threads=2) as runner:
+        for batch in (1, 5):
+            x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64)).astype(np.float32)
+            got = runner.infer({"input": x})["logits"]
+            np.testing.assert_allclose(got, torch_logits(loaded.module, x), atol=1e-4)
+
+
+def test_metadata_round_trip(vit):
+    loaded, path, _ = vit
+    props = read_metadata(onnx.load(str(path), load_external_data=False))
+    card = card_from_metadata(props)
+    assert isinstance(card, ModelCard)
+    assert card.to_dict() == loaded.card.to_dict()
+    assert json.loads(props["vitedge.export"])["exporter"] == "dynamo"
+
+
+def test_plain_onnxruntime_runs_it_without_vitedge(vit, tmp_path):
+    loaded, path, _ = vit
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, onnxruntime as ort
+        sys.modules["vitedge"] = None  # nothing from vitedge
+        s = ort.InferenceSession({str(path)!r}, providers=["CPUExecutionProvider"])
+        np.save({str(tmp_path / 'y.npy')!r}, s.run(None, {{"input": np.load({str(tmp_path / 'x.npy')!r})}})[0])
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), torch_logits(loaded.module, x), atol=1e-4)
+
+
+def test_external_data_path(tmp_path):
+    loaded = load_model("vit-tiny")
+    path = tmp_path / "model.onnx"
+    info = export_onnx(loaded.module, loaded.card, path, ExportConfig(external_data_threshold=1_000_000))
+    assert info.external_data
+    assert (tmp_path / "model.onnx.data").stat().st_size > 10_000_000  # the weights
+    assert path.stat().st_size < 1_000_000  # the graph only
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with OrtRunner(path, threads=2) as r:
+        np.testing.assert_allclose(r.infer({"input": x})["logits"], torch_logits(loaded.module, x), atol=1e-4)
+
+
+def test_static_batch_and_opset_flags(tmp_path):
+    loaded = load_model("convnext-zepto")
+    path = tmp_path / "m.onnx"
+    info = export_onnx(loaded.module, loaded.card, path, ExportConfig(opset=18, static_batch=4))
+    model = onnx.load(str(path))
+    assert info.opset == 18 and model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
+    with OrtRunner(path, threads=2) as r:
+        with pytest.raises(InputError, match="dimension 0 must be 4"):
+            r.infer({"input": np.zeros((2, 3, 64, 64), np.float32)})
+    with pytest.raises(UsageError, match="out of range"):
+        ExportConfig(opset=12)
+    with pytest.raises(UsageError, match="must be >= 1"):
+        ExportConfig(static_batch=0)
+
+
+@pytest.mark.parametrize("feed, needle", [
+    ({"input": np.zeros((1, 3, 64, 64), np.float64)}, "dtype float64, expected float32"),
+    ({"input": np.zeros((3, 64, 64), np.float32)}, "rank 3"),
+    ({"input": np.zeros((1, 1, 64, 64), np.float32)}, "dimension 1 must be 3"),
+    ({"pixels": np.zeros((1, 3, 64, 64), np.float32)}, "feed has inputs"),
+    ({"input": np.zeros((0, 3, 64, 64), np.float32)}, "is empty"),
+    ({"input": [[1.0]]}, "must be a numpy array"),
+])
+@pytest.mark.parametrize("runner_cls", [OrtRunner, OpenVinoRunner])
+def test_runner_input_validation(vit, feed, needle, runner_cls):
+    _, path, _ = vit
+    with runner_cls(path, threads=1) as r:
+        with pytest.raises(InputError, match=needle):
+            r.infer(feed)
+
+
+def test_runner_must_be_activated(vit):
+    _, path, _ = vit
+    with pytest.raises(RuntimeError, match="activate"):
+        OrtRunner(path).infer({"input": np.zeros((1, 3, 64, 64), np.float32)})
+
+
+def test_openvino_fp32_matches_and_reports_its_precision(vit):
+    loaded, path, _ = vit
+    x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    with OpenVinoRunner(path, threads=2, inference_precision="f32") as r:
+        np.testing.assert_allclose(r.infer({"input": x})["logits"], torch_logits(loaded.module, x), atol=1e-4)
+        assert r.info()["actual"]["INFERENCE_PRECISION_HINT"] in ("f32", "<Type: 'float32'>", "float32")
+    from vitedge.sysinfo import cpu_flags
+
+    if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():
+        # The trap the explicit hint avoids: left alone, the CPU plugin computes in bf16 here.
+        with OpenVinoRunner(path, threads=2, inference_precision=None) as r:
+            assert "bf16" in r.info()["actual"]["INFERENCE_PRECISION_HINT"].lower() or \
+                "bfloat16" in r.info()["actual"]["INFERENCE_PRECISION_HINT"].lower()
+
+
+@pytest.mark.parametrize("model", ["vit-tiny", "convnext-zepto"])
+def test_builtin_models_meet_the_fp32_goal(tmp_path, model):
+    report = export_target(load_model(model), ExportRequest(
+        target="onnx-fp32", out=tmp_path / "b", eval_n=500, bench=FAST_BENCH, threads=2))
+    d = report.to_dict()
+    assert report.passed
+    assert d["parity"]["max_abs"] <= 1e-4 and d["parity"]["top1_agreement"] == 1.0
+    assert d["accuracy"]["reference"] == d["accuracy"]["artifact"] > 0.9
+    for key in ("target", "artifact", "passed", "parity", "accuracy", "latency_ms", "artifact_bytes"):
+        assert key in json.loads((tmp_path / "b" / "report.json").read_text())
+    assert d["latency_ms"]["artifact"]["p50"] > 0 and d["latency_ms"]["reference"]["p50"] > 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx", "reference.npz", "report.json", "report.md"}
+    assert "| max_abs |" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_timm_vit_checkpoint_exports_with_parity(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    src = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=64)
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    code = main(["export", "timm:vit_tiny_patch16_224", "--weights", str(tmp_path / "w.safetensors"),
+                 "--img-size", "64", "--out", str(tmp_path / "b"), "--eval-n", "50", "--bench-budget", "0.2"])
+    assert code == 0
+    d = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert d["passed"] and d["parity"]["max_abs"] <= 1e-4
+
+
+def _perturbed(ctx):
+    """A real onnx-fp32 artifact whose classifier bias was nudged after export."""
+    from onnx import numpy_helper
+
+    from vitedge.targets.onnx import build_onnx_fp32
+
+    art = build_onnx_fp32(ctx)
+    path = ctx.bundle_dir / art.main_file
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.ndim == 1 and arr.shape[0] == 10:  # the head bias
+            init.CopyFrom(numpy_helper.from_array(arr + np.float32(0.05), init.name))
+            break
+    onnx.save(model, str(path))
+    return Artifact(**{**art.__dict__})
+
+
+register_target(Target(name="test-perturbed-onnx", runtime="onnxruntime", precision="fp32",
+                       description="test only: onnx-fp32 with a perturbed bias",
+                       builder=f"{__name__}:_perturbed"))
+
+
+def test_parity_failure_on_a_perturbed_artifact_exits_non_zero(tmp_path, capsys):
+    code = main(["export", "vit-tiny", "--target", "test-perturbed-onnx", "--out", str(tmp_path / "b"),
+                 "--eval-n", "50", "--bench-budget", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "max_abs" in err and "FAILED" in err
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["passed"] is False
+
+
+def test_existing_output_is_refused_without_force(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("mine")
+    code = main(["export", "vit-tiny", "--out", str(tmp_path / "b"), "--eval-n", "20"])
+    assert code == 6 and "--force" in capsys.readouterr().err
+    assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temp dirs left behind
+
+
+NO_TORCH = textwrap.dedent("""
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test (device side)")
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def test_device_side_runs_without_torch(tmp_path):
+    report = export_target(load_model("vit-tiny"), ExportRequest(
+        target="onnx-fp32", out=tmp_path / "b", eval_n=20, bench=FAST_BENCH, threads=1))
+    assert report.passed
+    code = NO_TORCH + textwrap.dedent(f"""
+        import numpy as np
+        from vitedge.runtimes.ort_runner import OrtRunner
+        from vitedge.runtimes.openvino_runner import OpenVinoRunner
+        x = np.zeros((2, 3, 64, 64), np.float32)
+        for cls in (OrtRunner, OpenVinoRunner):
+            with cls({str(tmp_path / 'b' / 'model.onnx')!r}, threads=1) as r:
+                assert r.infer({{"input": x}})["logits"].shape == (2, 10)
+        from vitedge.cli.main import main
+        assert main(["bench", {str(tmp_path / 'b')!r}, "--batch", "1,2", "--budget", "0.2"]) == 0
+        try:
+            import torch
+        except ImportError:
+            print("TORCH-BLOCKED")
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH-BLOCKED" in proc.stdout

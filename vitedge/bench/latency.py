@@ -1,0 +1,85 @@
+"""Timing honestly (after nanoGPT's bench.py): warm up, time many runs, report percentiles.
+
+The first calls are never timed (warm-up: lazy allocation, kernel selection, caches). Several
+runners are timed *interleaved* - a few calls of each in turn, round after round - so that
+thermal drift and other load hit all of them alike and ratios between them are fair.
+Synchronous CPU runtimes need no explicit synchronisation; a GPU runner times itself with CUDA
+events (see `Runner.timed_infer` in the TensorRT runner) and the same statistics are applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch: int
+    runs: int
+    warmup: int
+    min: float  # ms per call
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+    throughput: float  # images per second at the median latency
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(samples_ms: list[float] | np.ndarray, batch: int, warmup: int) -> LatencyStats:
+    s = np.asarray(samples_ms, np.float64)
+    p50 = float(np.percentile(s, 50))
+    return LatencyStats(
+        batch=batch, runs=len(s), warmup=warmup, min=float(s.min()), p50=p50,
+        p90=float(np.percentile(s, 90)), p99=float(np.percentile(s, 99)), max=float(s.max()),
+        mean=float(s.mean()), throughput=batch * 1000.0 / p50 if p50 > 0 else float("inf"),
+    )
+
+
+def time_calls(
+    calls: dict[str, Callable[[], Any]],
+    batch: int,
+    warmup: int = 10,
+    min_runs: int = 30,
+    max_runs: int = 2000,
+    budget_s: float = 5.0,
+    chunk: int = 5,
+    on_round: Callable[[int, int], None] | None = None,
+) -> dict[str, LatencyStats]:
+    """Time each callable, interleaved in chunks, within a total time budget.
+
+    Every callable gets at least `min_runs` timed calls (even past the budget) and at most
+    `max_runs`. `on_round(done, planned)` reports progress.
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        # Rotate the order each round so no callable always runs right after another.
+        order = names[rounds % len(names):] + names[: rounds % len(names)]
+        for name in order:
+            fn = calls[name]
+            for _ in range(chunk):
+                t0 = time.perf_counter_ns()
+                fn()
+                samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+        rounds += 1
+        n = min(len(v) for v in samples.values())
+        elapsed = time.perf_counter() - start
+        if on_round:
+            on_round(n, max(min_runs, n))
+        if n >= max_runs or (n >= min_runs and elapsed >= budget_s):
+            break
+    return {name: summarize(v, batch, warmup) for name, v in samples.items()}

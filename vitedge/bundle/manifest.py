@@ -1,0 +1,149 @@
+"""The bundle manifest: what a device needs to run, preprocess and re-verify an artifact.
+
+`manifest.json` sits next to the artifact files and records the target, runtime and runner
+options, the model card (architecture, preprocessing, classes), the input/output spec, versions,
+the parity summary, and the size and sha256 of every file in the bundle. Device side: json only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vitedge import __version__
+from vitedge.card import ModelCard
+from vitedge.errors import InputError
+from vitedge.fsutil import sha256_file
+
+MANIFEST = "manifest.json"
+FORMAT = "vitedge-bundle"
+FORMAT_VERSION = 1
+REFERENCE = "reference.npz"
+
+_PACKAGES = ("vitedge", "torch", "onnx", "onnxruntime", "openvino", "nncf", "onnxslim", "onnxscript",
+             "timm", "torchao", "tensorrt", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    out["vitedge"] = __version__
+    return out
+
+
+def file_entries(bundle: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    return {n: {"bytes": (bundle / n).stat().st_size, "sha256": sha256_file(bundle / n)} for n in sorted(names)}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    data: dict[str, Any]
+    path: Path
+
+    @property
+    def bundle(self) -> Path:
+        return self.path.parent
+
+    @property
+    def target(self) -> str:
+        return str(self.data["target"])
+
+    @property
+    def runtime(self) -> str:
+        return str(self.data["runtime"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.data["precision"])
+
+    @property
+    def card(self) -> ModelCard:
+        return ModelCard.from_dict(self.data["card"])
+
+    @property
+    def main_file(self) -> Path:
+        return self.bundle / self.data["artifact"]["file"]
+
+    @property
+    def runner_options(self) -> dict[str, Any]:
+        return dict(self.data["artifact"].get("runner_options", {}))
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return dict(self.data["input"])
+
+    def checksum_problems(self) -> list[str]:
+        """Files whose size/sha256 differ from the manifest, or that are missing."""
+        problems = []
+        for name, entry in self.data.get("files", {}).items():
+            p = self.bundle / name
+            if not p.is_file():
+                problems.append(f"{name}: missing")
+            elif p.stat().st_size != entry["bytes"] or sha256_file(p) != entry["sha256"]:
+                problems.append(f"{name}: checksum mismatch (modified since export)")
+        return problems
+
+
+def write_manifest(bundle: Path, data: dict[str, Any]) -> Path:
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **data}
+    path = bundle / MANIFEST
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return path
+
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    bundle = Path(bundle)
+    if not bundle.exists():
+        raise InputError(f"{bundle}: no such bundle directory")
+    path = bundle / MANIFEST if bundle.is_dir() else bundle
+    if not path.is_file():
+        raise InputError(f"{bundle}: not a vitedge bundle (no {MANIFEST}); pass an export --out directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{path}: not a vitedge bundle manifest")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise InputError(f"{path}: manifest has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise InputError(
+            f"{path}: bundle format {version} comes from a newer vitedge "
+            f"({data.get('versions', {}).get('vitedge', '?')}); upgrade vitedge (this one reads "
+            f"format {FORMAT_VERSION})"
+        )
+    for key in ("target", "runtime", "precision", "artifact", "card", "input", "files"):
+        if key not in data:
+            raise InputError(f"{path}: manifest lacks {key!r}")
+    try:
+        ModelCard.from_dict(data["card"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: manifest has a broken model card ({e})") from None
+    if not isinstance(data["artifact"], dict) or "file" not in data["artifact"]:
+        raise InputError(f"{path}: manifest artifact entry lacks 'file'")
+    name = str(data["artifact"]["file"])
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise InputError(f"{path}: artifact path {name!r} leaves the bundle directory")
+    return Manifest(data, path)
+
+
+def _jsonable(v: Any) -> Any:
+    import numpy as np
+
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")

@@ -1,0 +1,107 @@
+"""Writing a finished export into its bundle: manifest.json, report.json and report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitedge.bundle.manifest import MANIFEST, file_entries, package_versions, write_manifest
+
+if TYPE_CHECKING:
+    from vitedge.pipeline import ExportReport, ExportRequest
+
+
+def write_bundle_files(bundle: Path, report: ExportReport, request: ExportRequest) -> None:
+    d = report.to_dict()
+    (bundle / "report.json").write_text(json.dumps(d, indent=2) + "\n")
+    (bundle / "report.md").write_text(render_markdown(d) + "\n")
+    names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
+    card = report.card
+    write_manifest(bundle, {
+        "target": report.target,
+        "runtime": report.artifact.runtime,
+        "precision": report.precision,
+        "artifact": {"file": report.artifact.main_file, "files": report.artifact.files,
+                     "runner_options": report.artifact.runner_options,
+                     "predicted_by": report.artifact.predicted_by},
+        "card": card.to_dict(),
+        "input": {"name": "input", "dtype": "float32", "layout": card.preprocess.layout,
+                  "shape": [request.export.static_batch or "batch", 3, *card.preprocess.input_size]},
+        "output": {"name": "logits", "dtype": "float32",
+                   "shape": [request.export.static_batch or "batch", len(card.classes)]},
+        "export": report.export_info,
+        "details": report.artifact.details,
+        "parity": {k: d["parity"][k] for k in ("passed", "max_abs", "cosine_min", "top1_agreement",
+                                               "tolerance")} | {"accuracy": d["accuracy"]},
+        "reference": "reference.npz",
+        "versions": package_versions(),
+        "files": file_entries(bundle, names),
+    })
+
+
+def _f(v: Any, fmt: str = ".4g") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return format(v, fmt)
+    return str(v)
+
+
+def render_markdown(d: dict[str, Any]) -> str:
+    p, acc, lat = d["parity"], d["accuracy"], d["latency_ms"]
+    verdict = "PASSED" if d["passed"] else "FAILED"
+    predicted = f" - predicted on CPU by {d['predicted_by']}, engine not built" if d.get("predicted_by") else ""
+    lines = [
+        f"# vitedge export: {d['target']} ({d['precision']}) - {verdict}{predicted}",
+        "",
+        f"Model `{d['model']['arch']}` from `{d['model']['source']}`, input "
+        f"{d['model']['input_size'][0]}x{d['model']['input_size'][1]}, {d['model']['classes']} classes. "
+        f"Artifact `{d['artifact']}` ({d['artifact_bytes'] / 1e6:.2f} MB) on {d['runtime']}.",
+        "",
+        "## Parity against the PyTorch reference",
+        "",
+        "| check | value | limit | result |",
+        "|---|---|---|---|",
+    ]
+    for c in p["checks"]:
+        op = "<=" if c["metric"] in ("max_abs", "accuracy_drop") else ">="
+        lines.append(f"| {c['metric']} | {_f(c['value'], '.6g')} | {op} {c['limit']:g} | "
+                     f"{'ok' if c['passed'] else '**FAILED**'} |")
+    lines += ["", "| output / inputs | max abs | mean abs | median abs | max rel | cosine min | "
+              "cosine mean | top-1 agr. | top-5 agr. | NaN/Inf | n |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for out, sets in p["outputs"].items():
+        for name, s in sets.items():
+            lines.append(
+                f"| {out} / {name} | {_f(s['max_abs'], '.3g')} | {_f(s['mean_abs'], '.3g')} | "
+                f"{_f(s['median_abs'], '.3g')} | {_f(s['max_rel'], '.3g')} | {_f(s['cosine_min'], '.6f')} | "
+                f"{_f(s['cosine_mean'], '.6f')} | {s['top1_agreement']:.2%} | {s['top5_agreement']:.2%} | "
+                f"{s['nan']}/{s['inf']} | {s['samples']} |")
+    if acc.get("n"):
+        lines += ["", f"Accuracy on {acc['data']}: reference {acc['reference']:.2%}, artifact "
+                      f"{acc['artifact']:.2%} ({acc['delta_pts']:+.2f} pts)."]
+    ref, art = lat["reference"], lat["artifact"]
+    lines += [
+        "", "## Latency (batch {b}, {t} threads, interleaved, {n} timed runs each)".format(
+            b=art["batch"], t=d["runner"].get("threads", "?"), n=min(art["runs"], ref["runs"])),
+        "",
+        "| runner | min | p50 | p90 | p99 | max | mean | images/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in (("artifact (" + d["runtime"] + ")", art), ("PyTorch eager (reference)", ref)):
+        lines.append(f"| {name} | {s['min']:.3f} | {s['p50']:.3f} | {s['p90']:.3f} | {s['p99']:.3f} | "
+                     f"{s['max']:.3f} | {s['mean']:.3f} | {s['throughput']:.1f} |")
+    lines += ["", f"Speed-up vs PyTorch eager (p50 ratio, same run): **{d['speedup_vs_reference']:.2f}x**.",
+              "", "## Details", "",
+              f"- runner: `{json.dumps(d['runner'], default=str)}`",
+              f"- reference: `{json.dumps(d['reference_runner'], default=str)}`"]
+    if d.get("export"):
+        lines.append(f"- export: `{json.dumps(d['export'], default=str)}`")
+    if d.get("details"):
+        lines.append(f"- target: `{json.dumps(d['details'], default=str)}`")
+    s = d["system"]
+    lines.append(f"- system: {s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores, "
+                 f"{s['os']}, Python {s['python']}")
+    for note in d.get("notes", []):
+        lines.append(f"- note: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Labelled image sets for training, evaluation and accuracy checks: shapes10 or an image folder.
+
+Both come out the same way: uint8 (N, H, W, 3) pixels already resized/cropped to the model's
+input size by the checkpoint's preprocessing spec, plus labels and class names. `as_inputs`
+normalises them with the same function the deployed predictor uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vitedge.calib import synthetic
+from vitedge.calib.folder import ImageFolder, scan_folder
+from vitedge.calib.images import load_image
+from vitedge.calib.preprocess import PreprocessSpec, normalize, resize_and_crop
+from vitedge.errors import InputError, UsageError
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: np.ndarray  # (N, H, W, 3) uint8 at the model input size
+    labels: np.ndarray  # (N,) int64, indices into `classes`
+    classes: tuple[str, ...]
+    description: str  # where the images came from, for reports
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def as_inputs(self, spec: PreprocessSpec) -> np.ndarray:
+        """(N, 3, H, W) float32, normalised exactly as the deployed predictor does."""
+        return normalize(np.asarray(self.images), spec)
+
+    def subset(self, idx: np.ndarray, note: str = "") -> LabelledImages:
+        desc = f"{self.description}{note}"
+        return LabelledImages(self.images[idx], self.labels[idx], self.classes, desc)
+
+
+def synthetic_split(split: str, spec: PreprocessSpec, n: int | None = None, seed: int = 0) -> LabelledImages:
+    h, w = spec.input_size
+    if h != w:
+        raise UsageError(f"the synthetic data set is square; the model expects {h}x{w} inputs")
+    data = synthetic.load_split(split, h, n, seed)
+    desc = f"shapes10/{split} ({len(data)} images, {h}px, seed {seed})"
+    return LabelledImages(data.images, data.labels, data.classes, desc)
+
+
+def folder_images(
+    folder: ImageFolder, spec: PreprocessSpec, classes: tuple[str, ...] | None = None,
+    indices: np.ndarray | None = None, progress: bool = True,
+) -> LabelledImages:
+    """Decode a labelled folder (or a subset of it). `classes`: map folder names onto these."""
+    if folder.labels is None:
+        raise InputError(f"{folder.root}: needs class subfolders (ROOT/<class>/<image>) for labels")
+    if classes is not None:
+        unknown = [c for c in folder.classes if c not in classes]
+        if unknown:
+            raise InputError(
+                f"{folder.root}: class folder(s) {unknown[:3]} are not among the model's "
+                f"classes ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})"
+            )
+        remap = np.array([classes.index(c) for c in folder.classes], np.int64)
+    else:
+        classes = folder.classes
+        remap = np.arange(len(classes))
+    idx = np.arange(len(folder)) if indices is None else np.asarray(indices)
+    images = np.empty((len(idx), *spec.input_size, 3), np.uint8)
+    order = range(len(idx))
+    if progress and len(idx) >= 200:
+        from vitedge.progress import track
+
+        order = track(order, description=f"reading {folder.root.name}")
+    for i in order:
+        images[i] = resize_and_crop(load_image(folder.paths[idx[i]]), spec)
+    labels = remap[np.asarray(folder.labels)[idx]]
+    return LabelledImages(images, labels, classes, f"{folder.root} ({len(idx)} images)")
+
+
+def eval_data(
+    data: str, spec: PreprocessSpec, classes: tuple[str, ...], n: int | None = None, seed: int = 0
+) -> LabelledImages:
+    """The held-out labelled set: shapes10/test, or a labelled folder (optionally a seeded subset)."""
+    if data == SYNTHETIC:
+        if tuple(classes) != synthetic.CLASSES:
+            raise UsageError(
+                "the model was not trained on the synthetic shapes10 classes, so its accuracy "
+                "cannot be measured on them; pass a labelled image folder (--data/--eval DIR)"
+            )
+        return synthetic_split("test", spec, n, seed)
+    folder = scan_folder(data, labelled=True)
+    idx = None
+    if n is not None and n < len(folder):
+        idx = np.sort(np.random.default_rng(seed).choice(len(folder), n, replace=False))
+    return folder_images(folder, spec, classes, idx)
+
+
+def train_val_data(data: str | Path, spec: PreprocessSpec, seed: int = 0,
+                   n_train: int | None = None) -> tuple[LabelledImages, LabelledImages]:
+    """Training and validation sets: shapes10 train/val, DIR/train + DIR/val, or a 90/10 split."""
+    if str(data) == SYNTHETIC:
+        return synthetic_split("train", spec, n_train, seed), synthetic_split("val", spec, None, seed)
+    root = Path(data)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train = folder_images(scan_folder(root / "train", labelled=True), spec)
+        val = folder_images(scan_folder(root / "val", labelled=True), spec, train.classes)
+        return train, val
+    folder = scan_folder(root, labelled=True)
+    if len(folder) < 10:
+        raise InputError(f"{root}: {len(folder)} images is too few to train on (need >= 10)")
+    perm = np.random.default_rng(seed).permutation(len(folder))
+    n_val = max(1, len(folder) // 10)
+    everything = folder_images(folder, spec)
+    return (everything.subset(np.sort(perm[n_val:]), " [train 90%]"),
+            everything.subset(np.sort(perm[:n_val]), " [val 10%]"))

@@ -1,0 +1,114 @@
+"""One preprocessing spec, owned by the checkpoint and used everywhere.
+
+After timm's `PretrainedCfg` (input size, mean, std, interpolation, crop): the spec travels
+inside every checkpoint, ONNX file and bundle manifest, and this module is the *only* code that
+turns an image into a model input. Training (eval transform), evaluation, calibration, parity
+and `vitedge.load().predict` all call `preprocess_image` / `normalize`, so the tensors match
+bit for bit. Device side: numpy + Pillow only, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    input_size: tuple[int, int] = (224, 224)  # (H, W) of the model input
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0  # resize shorter side to size / crop_pct, then centre-crop to size
+    layout: str = "NCHW"
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError("crop_pct must be in (0, 1]")
+        if self.layout != "NCHW" or self.channel_order != "RGB":
+            raise ValueError("only NCHW / RGB inputs are supported")
+
+    @property
+    def height(self) -> int:
+        return self.input_size[0]
+
+    @property
+    def width(self) -> int:
+        return self.input_size[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for key in ("input_size", "mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def input_range(self) -> tuple[float, float]:
+        """The min/max value a normalised pixel can take (for seeded random parity inputs)."""
+        lo = min((0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True))
+        hi = max((1.0 - m) / s for m, s in zip(self.mean, self.std, strict=True))
+        return lo, hi
+
+
+def normalize(images_hwc_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(N, H, W, 3) or (H, W, 3) uint8 at the model's input size -> float32 NCHW / CHW."""
+    if images_hwc_uint8.dtype != np.uint8:
+        raise TypeError(f"expected uint8 pixels, got {images_hwc_uint8.dtype}")
+    x = images_hwc_uint8.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    axes = (0, 3, 1, 2) if x.ndim == 4 else (2, 0, 1)
+    return np.ascontiguousarray(x.transpose(axes))
+
+
+def resize_and_crop(image: Any, spec: PreprocessSpec) -> np.ndarray:
+    """A PIL RGB image -> (H, W, 3) uint8 at the model input size (resize shorter side, crop)."""
+    from PIL import Image
+
+    target_h, target_w = spec.input_size
+    w, h = image.size
+    # timm's eval transform, with torchvision's integer arithmetic so pixels match exactly:
+    # Resize(floor(size / crop_pct)) on the shorter side (aspect kept), then CenterCrop(size).
+    scale_h = math.floor(target_h / spec.crop_pct)
+    scale_w = math.floor(target_w / spec.crop_pct)
+    if scale_h == scale_w:
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = scale_h, int(scale_h * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    else:
+        new_w, new_h = scale_w, scale_h
+    if (new_w, new_h) != (w, h):
+        resample = {
+            "nearest": Image.Resampling.NEAREST,
+            "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC,
+            "lanczos": Image.Resampling.LANCZOS,
+        }[spec.interpolation]
+        image = image.resize((new_w, new_h), resample=resample)
+    if (new_w, new_h) != (target_w, target_h):
+        if new_w < target_w or new_h < target_h:
+            raise ValueError(f"resized image {new_w}x{new_h} is smaller than the crop {target_w}x{target_h}")
+        top = int(round((new_h - target_h) / 2.0))
+        left = int(round((new_w - target_w) / 2.0))
+        image = image.crop((left, top, left + target_w, top + target_h))
+    return np.asarray(image, dtype=np.uint8)
+
+
+def preprocess_image(image: Any, spec: PreprocessSpec) -> np.ndarray:
+    """A PIL RGB image -> (3, H, W) float32 model input."""
+    return normalize(resize_and_crop(image, spec), spec)

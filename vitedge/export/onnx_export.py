@@ -1,0 +1,178 @@
+"""torch -> ONNX: the current exporter first, the TorchScript one only as a recorded fallback.
+
+`torch.onnx.export(..., dynamo=True)` traces with torch.export, so the batch axis is a real
+symbol (no batch size baked into Reshape constants) and `nn.MultiheadAttention` takes its
+decomposed path (its fused fast path only runs in eager inference). If the dynamo exporter
+fails on some model, the TorchScript exporter is tried and the reason is kept in the result.
+The raw graph is then cleaned by onnxslim, shape-inferred and checked (`full_check=True`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from vitedge.card import ModelCard
+from vitedge.errors import ExportError, UsageError
+from vitedge.export.metadata import set_metadata
+
+# One place for the graph's I/O names: every runner and the manifest read them back from the
+# model itself, these are only what the exporter writes.
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MIN_OPSET, MAX_OPSET = 17, 23  # 17: LayerNormalization; 20: Gelu; 23: newest the exporter emits
+DEFAULT_OPSET = 20
+TWO_GB = 2**31
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = DEFAULT_OPSET
+    static_batch: int | None = None  # None: dynamic batch axis
+    max_batch: int = 1024  # upper bound recorded for the dynamic axis
+    exporter: str = "auto"  # auto | dynamo | torchscript
+    slim: bool = True
+    external_data_threshold: int = TWO_GB  # weights above this go to a side file
+
+    def __post_init__(self) -> None:
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UsageError(f"--opset {self.opset} is out of range; use {MIN_OPSET}..{MAX_OPSET} "
+                             "(17+ for LayerNormalization, 20+ for Gelu)")
+        if self.static_batch is not None and self.static_batch < 1:
+            raise UsageError(f"--static-batch {self.static_batch} must be >= 1")
+        if self.exporter not in ("auto", "dynamo", "torchscript"):
+            raise UsageError("--exporter must be auto, dynamo or torchscript")
+
+
+@dataclass
+class ExportInfo:
+    path: Path
+    exporter: str  # which exporter produced the graph
+    opset: int
+    dynamic_batch: bool
+    external_data: bool
+    fallback_reason: str | None = None
+    slim: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exporter": self.exporter, "opset": self.opset, "dynamic_batch": self.dynamic_batch,
+                "external_data": self.external_data, "fallback_reason": self.fallback_reason,
+                "slim": self.slim, "file": self.path.name}
+
+
+def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx.ModelProto:
+    dynamic = None
+    if cfg.static_batch is None:
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=cfg.max_batch)},)
+    # The exporter prints progress to stdout; keep stdout clean for our own tables/JSON.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, (x,), dynamo=True, opset_version=cfg.opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, optimize=True, verbose=False,
+        )
+    assert program is not None
+    return program.model_proto
+
+
+def _torchscript(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig, tmp: Path) -> onnx.ModelProto:
+    dynamic_axes = None if cfg.static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (x,), str(tmp), dynamo=False, opset_version=min(cfg.opset, 20),
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+    return onnx.load(str(tmp))
+
+
+def _slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    import onnxslim
+
+    before = len(model.graph.node)
+    with contextlib.redirect_stdout(io.StringIO()):
+        slimmed = onnxslim.slim(model)
+    return slimmed, {"tool": f"onnxslim {onnxslim.__version__}", "nodes_before": before,
+                     "nodes_after": len(slimmed.graph.node)}
+
+
+def export_onnx(
+    module: torch.nn.Module, card: ModelCard, path: str | Path, cfg: ExportConfig = ExportConfig(),
+    extra_metadata: dict[str, str] | None = None,
+) -> ExportInfo:
+    """Export `module` to `path` (a final location the caller made safe, e.g. a temp dir)."""
+    path = Path(path)
+    module = module.eval()
+    h, w = card.preprocess.input_size
+    # Batch 2 for a dynamic export: torch.export specialises a size-1 dimension to the constant 1.
+    batch = cfg.static_batch or 2
+    x = torch.zeros(batch, 3, h, w)
+    fallback_reason = None
+    exporter = "dynamo"
+    try:
+        if cfg.exporter == "torchscript":
+            raise RuntimeError("TorchScript exporter requested")
+        model = _dynamo(module, x, cfg)
+    except Exception as e:
+        if cfg.exporter == "dynamo":
+            raise ExportError(f"dynamo ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from e
+        fallback_reason = None if cfg.exporter == "torchscript" else f"{type(e).__name__}: {str(e)[:300]}"
+        exporter = "torchscript"
+        try:
+            model = _torchscript(module, x, cfg, path.with_suffix(".ts.onnx"))
+        except Exception as e2:
+            raise ExportError(f"both ONNX exporters failed; dynamo: {fallback_reason}; "
+                              f"torchscript: {type(e2).__name__}: {str(e2)[:300]}") from e2
+        finally:
+            path.with_suffix(".ts.onnx").unlink(missing_ok=True)
+
+    slim_info: dict[str, Any] = {}
+    if cfg.slim:
+        model, slim_info = _slim(model)
+    if _weight_bytes(model) < TWO_GB:  # protobuf cannot serialise more in one message
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    info = ExportInfo(path, exporter, opset, cfg.static_batch is None, False, fallback_reason, slim_info)
+    props = {"vitedge.export": _json(info.to_dict()), **(extra_metadata or {})}
+    set_metadata(model, card, props)
+    info.external_data = save_onnx(model, path, cfg.external_data_threshold)
+    if info.external_data and _weight_bytes(model) >= TWO_GB:
+        onnx.shape_inference.infer_shapes_path(str(path), str(path), strict_mode=True, data_prop=True)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"exported graph fails onnx.checker: {str(e)[:300]}") from e
+    return info
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, external_data_threshold: int = TWO_GB) -> bool:
+    """Save; weights go to `<name>.data` beside it when they exceed the threshold. Returns that."""
+    external = _weight_bytes(model) > external_data_threshold
+    if external:
+        data_name = path.name + ".data"
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path.parent / data_name)
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024, convert_attribute=False)
+    else:
+        onnx.save_model(model, str(path))
+    return external
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def _json(d: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(d, sort_keys=True)

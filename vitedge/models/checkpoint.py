@@ -1,0 +1,146 @@
+"""Checkpoints: safetensors weights with the model card in the header; safe loading of anything.
+
+A vitedge checkpoint is one `.safetensors` file whose header metadata holds the model card
+(architecture, config, preprocessing, classes, metrics, provenance), so it cannot be separated
+from what it needs to be rebuilt. Foreign state dicts (`.pth`/`.pt`/`.bin`, or safetensors
+without a card) are read with `torch.load(weights_only=True)` / safetensors only: unpickling
+that would construct arbitrary objects or call functions is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitedge.card import ModelCard
+from vitedge.errors import InputError, UnsafeInputError
+from vitedge.fsutil import atomic_file
+
+CARD_KEY = "vitedge.card"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a checkpoint file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not a checkpoint")
+
+
+def read_card(path: str | Path) -> ModelCard | None:
+    """The model card in a safetensors header, or None if it has none."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own SafetensorError / OSError types
+        raise InputError(f"{path}: not a readable safetensors file ({_short(e)})") from None
+    if CARD_KEY not in meta:
+        return None
+    try:
+        return ModelCard.from_dict(json.loads(meta[CARD_KEY]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{path}: broken vitedge model card in header ({_short(e)})") from None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or a torch state-dict file, loaded without running code."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise InputError(f"{path}: not a readable safetensors file ({_short(e)})") from None
+    if path.suffix not in TORCH_SUFFIXES:
+        raise InputError(
+            f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors or a torch "
+            f"state dict ({', '.join(TORCH_SUFFIXES)})"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only=True refuses any global not on torch's allow-list: that is exactly a
+        # file that would execute or construct arbitrary code when unpickled.
+        raise UnsafeInputError(
+            f"{path}: refused, unpickling it would run code or build objects that are not "
+            f"tensors ({_short(e)}); re-save it as a plain state dict or .safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as e:
+        raise InputError(f"{path}: not a readable torch checkpoint ({_short(e)})") from None
+    return _find_state_dict(obj, path)
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            # Strip wrappers added by DataParallel / torch.compile.
+            return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in tensors.items()}
+    raise InputError(f"{path}: holds no state dict (a dict of tensors)")
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path | str) -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InputError(
+            f"{path}: {len(bad)} weight tensor(s) contain NaN/Inf (first: {', '.join(bad[:3])}); "
+            "the model cannot be exported faithfully"
+        )
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """`model.load_state_dict(state)` with a one-line error naming the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(f"shape mismatch: {'; '.join(wrong[:3])}")
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected[:3])}")
+        raise InputError(
+            f"{path}: weights do not fit this architecture ({' | '.join(parts)}); check --arch "
+            "and --num-classes"
+        )
+    check_finite(state, path)
+    model.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard) -> Path:
+    """Write weights + card as one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_file(path) as tmp:
+        save_file(state, str(tmp), metadata={CARD_KEY: card.to_json()})
+    return path
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg[:160]

@@ -1,0 +1,186 @@
+"""From what the user typed to a ready `nn.Module` + its model card.
+
+`MODEL` on the command line can be
+- a built-in name ("vit-tiny", "convnext-zepto"): trained weights shipped in the package;
+- any registry name or "timm:NAME" with `--weights FILE` (a state dict), or `--random-init`
+  (untrained weights, for benchmarking only: the card says so);
+- a vitedge checkpoint (`.safetensors` with a model card in its header);
+- a foreign state dict (`.safetensors`/`.pth`/`.bin`) with `--arch NAME`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitedge.calib.preprocess import PreprocessSpec
+from vitedge.card import ModelCard
+from vitedge.errors import InputError, UsageError
+from vitedge.models import checkpoint, timm_models
+from vitedge.models.registry import build_model, get_entry
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module  # in eval mode
+    card: ModelCard
+
+
+def builtin_weights_path(name: str) -> Path | None:
+    entry = get_entry(name)
+    if not entry.builtin_weights:
+        return None
+    return Path(str(resources.files("vitedge") / "weights" / entry.builtin_weights))
+
+
+def build_from_card(card: ModelCard) -> torch.nn.Module:
+    if card.arch.startswith(timm_models.PREFIX):
+        return timm_models.build_timm(card.arch.removeprefix(timm_models.PREFIX), **card.config)
+    return build_model(card.arch, **card.config)
+
+
+def preprocess_for(arch: str, overrides: dict[str, Any]) -> PreprocessSpec:
+    """The preprocessing of `arch` built with `overrides`, without building the model."""
+    if arch.startswith(timm_models.PREFIX):
+        spec = timm_models.pretrained_preprocess(arch.removeprefix(timm_models.PREFIX))
+    else:
+        spec = get_entry(arch).preprocess
+    size = overrides.get("img_size")
+    if size is not None:
+        spec = PreprocessSpec.from_dict({**spec.to_dict(), "input_size": [int(size), int(size)]})
+    return spec
+
+
+def new_card(
+    arch: str,
+    overrides: dict[str, Any],
+    classes: tuple[str, ...] | None,
+    source: str,
+) -> tuple[torch.nn.Module, ModelCard]:
+    """Build `arch` with `overrides` (random weights) and the card that describes it."""
+    preprocess = preprocess_for(arch, overrides)
+    if arch.startswith(timm_models.PREFIX):
+        name = arch.removeprefix(timm_models.PREFIX)
+        config = dict(overrides)
+        if not timm_models.takes_img_size(name):
+            config.pop("img_size", None)  # ConvNeXt runs at any size: preprocessing only
+        module = timm_models.build_timm(name, **config)
+        n = int(getattr(module, "num_classes", 1000))
+    else:
+        config = {**get_entry(arch).config, **overrides}
+        module = build_model(arch, **overrides)
+        n = int(config["num_classes"])
+    if classes is None:
+        classes = tuple(f"class_{i}" for i in range(n))
+    elif len(classes) != n:
+        raise UsageError(f"{len(classes)} class names given but the model has {n} classes")
+    card = ModelCard(arch=arch, config=config, preprocess=preprocess, classes=classes, source=source)
+    return module, card
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """Class names from a text file (one per line) or a JSON list."""
+    import json
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{p}: cannot read class names ({e.strerror})") from None
+    if p.suffix == ".json":
+        try:
+            names = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"{p}: not valid JSON ({e})") from None
+        if not isinstance(names, list):
+            raise InputError(f"{p}: expected a JSON list of class names")
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"{p}: no class names in file")
+    return tuple(str(n) for n in names)
+
+
+def load_model(
+    source: str,
+    *,
+    arch: str | None = None,
+    weights: str | Path | None = None,
+    classes: tuple[str, ...] | None = None,
+    random_init: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> LoadedModel:
+    overrides = dict(overrides or {})
+    path = Path(source)
+    looks_like_file = path.suffix in (".safetensors", *checkpoint.TORCH_SUFFIXES) or path.exists()
+
+    if looks_like_file:
+        if weights is not None:
+            raise UsageError("give either a checkpoint file as MODEL or --weights, not both")
+        card = checkpoint.read_card(path) if path.suffix == ".safetensors" else None
+        if card is not None:
+            if arch and arch != card.arch:
+                raise UsageError(f"--arch {arch} contradicts the checkpoint's own {card.arch}")
+            module = build_from_card(card)
+            checkpoint.load_weights(module, checkpoint.read_state_dict(path), path)
+            return LoadedModel(module.eval(), card.with_(source=str(path)))
+        if arch is None:
+            checkpoint.read_state_dict(path)  # report unreadable/unsafe files first
+            raise UsageError(
+                f"{path} is a plain state dict; say which architecture it is with --arch "
+                "(e.g. --arch vit-tiny or --arch timm:vit_small_patch16_224)"
+            )
+        return _with_weights(arch, path, classes, overrides)
+
+    if random_init and weights is not None:
+        raise UsageError("--random-init and --weights exclude each other")
+    if weights is not None:
+        return _with_weights(source, Path(weights), classes, overrides)
+    if random_init:
+        module, card = new_card(source, overrides, classes, source="random-init")
+        return LoadedModel(module.eval(), card)
+    if source.startswith(timm_models.PREFIX):
+        timm_models.check_name(source.removeprefix(timm_models.PREFIX))
+        raise UsageError(
+            f"{source}: timm weights are never downloaded; pass a local file with --weights "
+            "(or --random-init for an untrained model)"
+        )
+    builtin = builtin_weights_path(source)
+    if builtin is None:
+        raise UsageError(
+            f"{source} has no built-in weights; pass a checkpoint, --weights FILE, or "
+            "--random-init (untrained, for benchmarking only)"
+        )
+    if overrides:
+        raise UsageError(f"the built-in {source} is trained at a fixed configuration; "
+                         f"options {sorted(overrides)} need --random-init or --weights")
+    if not builtin.exists():
+        raise InputError(
+            f"built-in weights for {source} are missing ({builtin}); recreate them with "
+            f"`vitedge train --model {source} --builtin`"
+        )
+    card = checkpoint.read_card(builtin)
+    if card is None:
+        raise InputError(f"{builtin}: built-in checkpoint has no model card")
+    module = build_from_card(card)
+    checkpoint.load_weights(module, checkpoint.read_state_dict(builtin), builtin)
+    return LoadedModel(module.eval(), card.with_(source=f"builtin:{source}"))
+
+
+def _with_weights(
+    arch: str, path: Path, classes: tuple[str, ...] | None, overrides: dict[str, Any]
+) -> LoadedModel:
+    state = checkpoint.read_state_dict(path)
+    if "num_classes" not in overrides:
+        n = len(classes) if classes else timm_models.infer_num_classes(state)
+        if n is not None:
+            overrides["num_classes"] = n
+    module, card = new_card(arch, overrides, classes, source=str(path))
+    if arch.startswith(timm_models.PREFIX):
+        state = timm_models.adapt_state_dict(state, module, drop_head=False)
+    checkpoint.load_weights(module, state, path)
+    return LoadedModel(module.eval(), card)

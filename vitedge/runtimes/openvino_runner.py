@@ -1,0 +1,131 @@
+"""OpenVINO runner: reads IR (.xml + .bin) or ONNX, compiles for a device (CPU here).
+
+The inference precision hint is set explicitly: OpenVINO's CPU plugin silently computes in
+bf16/fp16 on CPUs that support it unless told otherwise, so an "fp32" artifact would not
+compute in fp32. `info()` reports what the compiled model actually uses. An InferRequest is not
+thread-safe, so each calling thread gets its own request on the shared compiled model.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge.errors import InputError, MissingDependencyError
+from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+
+PRECISIONS = ("f32", "f16", "bf16")
+
+
+def _ov() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise MissingDependencyError(
+            "this bundle runs on OpenVINO, which is not installed; pip install 'vitedge[ov]'"
+        ) from None
+    return openvino
+
+
+def _dtype(t: Any) -> str:
+    name = t.to_dtype().name if hasattr(t, "to_dtype") else str(t)
+    return name
+
+
+class OpenVinoRunner(Runner):
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "CPU",
+        threads: int | None = None,
+        inference_precision: str | None = "f32",
+        performance_hint: str = "LATENCY",
+        config: dict[str, Any] | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(name)
+        if inference_precision is not None and inference_precision not in PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {PRECISIONS} or None")
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads or default_threads()
+        self.inference_precision = inference_precision
+        self.performance_hint = performance_hint
+        self.config = dict(config or {})
+        self.compiled: Any = None
+        self._local = threading.local()
+
+    def compile_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "PERFORMANCE_HINT": self.performance_hint,
+            "INFERENCE_NUM_THREADS": str(self.threads),
+            "NUM_STREAMS": "1",
+        }
+        if self.inference_precision:
+            cfg["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        cfg.update(self.config)
+        return cfg
+
+    def _activate(self) -> None:
+        ov = _ov()
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such model file")
+        try:
+            core = ov.Core()
+            model = core.read_model(str(self.path))
+            self.compiled = core.compile_model(model, self.device, self.compile_config())
+        except Exception as e:
+            raise InputError(f"{self.path}: OpenVINO cannot load/compile it ({str(e).splitlines()[0][:200]})") from None
+        self._local = threading.local()
+
+    def _deactivate(self) -> None:
+        self.compiled = None
+        self._local = threading.local()
+
+    @staticmethod
+    def _spec(port: Any) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), _dtype(port.get_element_type()), shape)
+
+    def inputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self.compiled.inputs]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self.compiled.outputs]
+
+    def info(self) -> dict[str, Any]:
+        ov = _ov()
+        out: dict[str, Any] = {
+            "runtime": self.runtime,
+            "version": ov.get_version(),
+            "device": self.device,
+            "threads": self.threads,
+            "requested": self.compile_config(),
+        }
+        if self.compiled is not None:
+            # What the plugin actually chose (may differ from the request on some CPUs).
+            for key in ("INFERENCE_PRECISION_HINT", "EXECUTION_DEVICES", "INFERENCE_NUM_THREADS",
+                        "NUM_STREAMS", "PERFORMANCE_HINT"):
+                try:
+                    out.setdefault("actual", {})[key] = str(self.compiled.get_property(key))
+                except Exception:  # not every property exists on every device/version
+                    pass
+        return out
+
+    def _request(self) -> Any:
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self.compiled.create_infer_request()
+            self._local.request = req
+        return req
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        req = self._request()
+        result = req.infer(feed)
+        # Copy: the request reuses its output buffers on the next call.
+        return {port.get_any_name(): np.array(result[port]) for port in self.compiled.outputs}

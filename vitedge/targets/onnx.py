@@ -1,0 +1,17 @@
+"""onnx-fp32: the exported, cleaned ONNX graph itself is the artifact."""
+
+from __future__ import annotations
+
+from vitedge.targets.context import BuildContext
+from vitedge.targets.registry import Artifact
+
+
+def build_onnx_fp32(ctx: BuildContext) -> Artifact:
+    onnx_file = ctx.place_onnx()
+    return Artifact(
+        main_file=onnx_file.name,
+        files=ctx.files_of(onnx_file),
+        runtime="onnxruntime",
+        runner_options={"graph_optimization": "all"},
+        details={"graph_optimization": "all (ONNX Runtime default)"},
+    )

@@ -1,0 +1,161 @@
+"""Parity of an artifact against the reference: a result object, not a boolean.
+
+After Polygraphy's `OutputCompareResult`: per output, max/mean/median absolute and relative
+error, cosine similarity (min and mean over samples), top-1/top-5 agreement with the reference,
+NaN/Inf counts; with labels, reference vs artifact accuracy. `checks` compares those numbers with
+a `Tolerance`, and `passed` is all checks passing. numpy only: `vitedge verify` runs this on the
+device against reference outputs shipped in the bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vitedge.verify.metrics import topk_correct
+from vitedge.verify.tolerances import Tolerance
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    max_abs: float
+    mean_abs: float
+    median_abs: float
+    max_rel: float
+    mean_rel: float
+    median_rel: float
+    cosine_min: float
+    cosine_mean: float
+    top1_agreement: float
+    top5_agreement: float
+    nan: int
+    inf: int
+    samples: int
+
+
+_HIGHER_IS_WORSE = {"max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel",
+                    "nan", "inf"}
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    value: float
+    limit: float
+    passed: bool
+
+    def describe(self) -> str:
+        op = "<=" if self.metric in ("max_abs", "accuracy_drop") else ">="
+        verdict = "ok" if self.passed else "FAILED"
+        return f"{self.metric} {self.value:.6g} (limit {op} {self.limit:g}): {verdict}"
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    outputs: dict[str, dict[str, OutputStats]]  # output name -> input set name -> stats
+    tolerance: Tolerance
+    checks: list[Check]
+    accuracy: dict[str, Any] | None = None  # {"reference", "artifact", "delta_pts", "n", "data"}
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def worst(self, metric: str) -> float:
+        """The worst value of `metric` over all outputs and input sets."""
+        vals = [getattr(s, metric) for sets in self.outputs.values() for s in sets.values()]
+        return max(vals) if metric in _HIGHER_IS_WORSE else min(vals)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "max_abs": self.worst("max_abs"),
+            "cosine_min": self.worst("cosine_min"),
+            "top1_agreement": self.worst("top1_agreement"),
+            "top5_agreement": self.worst("top5_agreement"),
+            "nan": self.worst("nan"),
+            "inf": self.worst("inf"),
+            "tolerance": self.tolerance.to_dict(),
+            "checks": [asdict(c) for c in self.checks],
+            "outputs": {o: {k: asdict(v) for k, v in sets.items()} for o, sets in self.outputs.items()},
+            "accuracy": self.accuracy,
+            "notes": self.notes,
+        }
+
+
+def output_stats(ref: np.ndarray, art: np.ndarray) -> OutputStats:
+    """Compare (N, C) reference and artifact outputs (computed in float64)."""
+    if ref.shape != art.shape:
+        raise ValueError(f"output shapes differ: reference {ref.shape}, artifact {art.shape}")
+    r = ref.astype(np.float64).reshape(len(ref), -1)
+    a = art.astype(np.float64).reshape(len(art), -1)
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    a_f = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    diff = np.abs(r - a_f)
+    rel = diff / np.maximum(np.abs(r), 1e-6)
+    dot = (r * a_f).sum(1)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(a_f, axis=1)
+    cos = np.where(norms > 0, dot / np.maximum(norms, 1e-300), 1.0)
+    if nan or inf:
+        bad_rows = ~np.isfinite(a).all(axis=1)
+        cos = np.where(bad_rows, -1.0, cos)
+    top1 = (r.argmax(1) == a_f.argmax(1)).mean()
+    top5 = topk_correct(a_f, r.argmax(1), 5).mean()  # reference top-1 among artifact top-5
+    return OutputStats(
+        max_abs=float(diff.max()), mean_abs=float(diff.mean()), median_abs=float(np.median(diff)),
+        max_rel=float(rel.max()), mean_rel=float(rel.mean()), median_rel=float(np.median(rel)),
+        cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
+        top1_agreement=float(top1), top5_agreement=float(top5), nan=nan, inf=inf, samples=len(r),
+    )
+
+
+def compare(
+    reference: dict[str, dict[str, np.ndarray]],
+    artifact: dict[str, dict[str, np.ndarray]],
+    tolerance: Tolerance,
+    labels: np.ndarray | None = None,
+    labelled_set: str = "images",
+    data_description: str = "",
+) -> ParityResult:
+    """reference/artifact: input-set name -> {output name -> (N, C) array}.
+
+    `labels` (if given) belong to the input set `labelled_set`; the first output is the logits.
+    """
+    outputs: dict[str, dict[str, OutputStats]] = {}
+    for set_name, ref_outs in reference.items():
+        for out_name, ref in ref_outs.items():
+            outputs.setdefault(out_name, {})[set_name] = output_stats(ref, artifact[set_name][out_name])
+
+    accuracy = None
+    if labels is not None and labelled_set in reference:
+        first = next(iter(reference[labelled_set]))
+        ref_acc = float((reference[labelled_set][first].argmax(1) == labels).mean())
+        art_acc = float((np.nan_to_num(artifact[labelled_set][first]).argmax(1) == labels).mean())
+        accuracy = {"reference": ref_acc, "artifact": art_acc,
+                    "delta_pts": round((art_acc - ref_acc) * 100, 4), "n": int(len(labels)),
+                    "data": data_description}
+
+    result = ParityResult(outputs, tolerance, [], accuracy)
+    checks: list[Check] = []
+    if result.worst("nan") or result.worst("inf"):
+        checks.append(Check("finite_outputs", 0.0, 1.0, False))
+    if tolerance.max_abs is not None:
+        v = result.worst("max_abs")
+        checks.append(Check("max_abs", v, tolerance.max_abs, v <= tolerance.max_abs))
+    if tolerance.cosine_min is not None:
+        v = result.worst("cosine_min")
+        checks.append(Check("cosine_min", v, tolerance.cosine_min, v >= tolerance.cosine_min))
+    if tolerance.top1_agreement is not None:
+        v = result.worst("top1_agreement")
+        checks.append(Check("top1_agreement", v, tolerance.top1_agreement, v >= tolerance.top1_agreement))
+    if tolerance.max_accuracy_drop is not None and accuracy is not None:
+        drop = max(0.0, -accuracy["delta_pts"])
+        checks.append(Check("accuracy_drop", drop, tolerance.max_accuracy_drop,
+                            drop <= tolerance.max_accuracy_drop + 1e-9))
+    return ParityResult(outputs, tolerance, checks, accuracy)
