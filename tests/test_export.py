@@ -245,3 +245,33 @@ def test_device_side_runs_without_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "TORCH-BLOCKED" in proc.stdout
+
+
+class _DataDependent(torch.nn.Module):
+    """Python control flow on tensor values: torch.export refuses it, TorchScript traces it."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 10)
+
+    def forward(self, x):
+        pooled = x.mean(dim=(2, 3))
+        if bool(pooled.sum() > -1e9):  # data-dependent branch
+            pooled = pooled * 2
+        return self.head(pooled)
+
+
+def test_torchscript_fallback_is_recorded(tmp_path):
+    card = load_model("vit-tiny").card
+    module = _DataDependent().eval()
+    info = export_onnx(module, card, tmp_path / "m.onnx")
+    assert info.exporter == "torchscript" and info.fallback_reason
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    with OrtRunner(tmp_path / "m.onnx") as r:  # dynamic batch survives the fallback too
+        np.testing.assert_allclose(r.infer({"input": x})["logits"], torch_logits(module, x), atol=1e-5)
+    props = read_metadata(onnx.load(str(tmp_path / "m.onnx")))
+    assert json.loads(props["vitedge.export"])["exporter"] == "torchscript"
+    from vitedge.errors import ExportError
+
+    with pytest.raises(ExportError, match="dynamo ONNX export failed"):
+        export_onnx(module, card, tmp_path / "n.onnx", ExportConfig(exporter="dynamo"))

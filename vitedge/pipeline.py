@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.bench.latency import LatencyStats, time_calls
+from vitedge.bench.latency import LatencyStats, time_calls_with_progress
 from vitedge.calib import synthetic
 from vitedge.calib.datasets import SYNTHETIC, eval_data, synthetic_split
 from vitedge.card import ModelCard
@@ -178,8 +178,9 @@ def _bench(runners: dict[str, Runner], cfg: BenchConfig, static_batch: int | Non
     for key, runner in runners.items():
         feed = {runner.inputs()[0].name: x}
         calls[key] = (lambda r=runner, f=feed: r.infer(f))
-    with stderr_console.status(f"timing {', '.join(runners)} (batch {batch}, interleaved)"):
-        return time_calls(calls, batch, warmup=cfg.warmup, min_runs=cfg.min_runs, budget_s=cfg.budget_s)
+    return time_calls_with_progress(
+        calls, batch, f"timing {' vs '.join(runners)} (batch {batch}, interleaved)",
+        warmup=cfg.warmup, min_runs=cfg.min_runs, budget_s=cfg.budget_s)
 
 
 def export_target(loaded: LoadedModel, request: ExportRequest) -> ExportReport:

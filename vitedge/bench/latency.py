@@ -52,12 +52,12 @@ def time_calls(
     max_runs: int = 2000,
     budget_s: float = 5.0,
     chunk: int = 5,
-    on_round: Callable[[int, int], None] | None = None,
+    on_round: Callable[[float], None] | None = None,
 ) -> dict[str, LatencyStats]:
     """Time each callable, interleaved in chunks, within a total time budget.
 
     Every callable gets at least `min_runs` timed calls (even past the budget) and at most
-    `max_runs`. `on_round(done, planned)` reports progress.
+    `max_runs`. `on_round(fraction_done)` reports progress in [0, 1].
     """
     for fn in calls.values():
         for _ in range(warmup):
@@ -79,7 +79,20 @@ def time_calls(
         n = min(len(v) for v in samples.values())
         elapsed = time.perf_counter() - start
         if on_round:
-            on_round(n, max(min_runs, n))
+            on_round(min(1.0, max(elapsed / budget_s if budget_s > 0 else 1.0, n / max_runs)))
         if n >= max_runs or (n >= min_runs and elapsed >= budget_s):
             break
     return {name: summarize(v, batch, warmup) for name, v in samples.items()}
+
+
+def time_calls_with_progress(calls: dict[str, Callable[[], Any]], batch: int, description: str,
+                             **kwargs: Any) -> dict[str, LatencyStats]:
+    """`time_calls` with a progress bar on stderr (over the time budget)."""
+    from vitedge.progress import make_progress
+
+    with make_progress() as progress:
+        task = progress.add_task(description, total=100)
+        stats = time_calls(calls, batch, on_round=lambda f: progress.update(task, completed=100 * f),
+                           **kwargs)
+        progress.update(task, completed=100)
+    return stats

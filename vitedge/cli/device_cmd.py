@@ -56,7 +56,7 @@ def bench_command(
     """On-device latency benchmark: warm-up, then timed runs; min/p50/p90/p99/max, images/s."""
     import numpy as np
 
-    from vitedge.bench.latency import time_calls
+    from vitedge.bench.latency import time_calls_with_progress
     from vitedge.sysinfo import system_info
 
     sizes = _batches(batch)
@@ -73,8 +73,8 @@ def bench_command(
             shape = [b] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
             x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
             feed = {spec.name: x}
-            with console.status(f"timing batch {b}"):
-                stats = time_calls({"a": lambda f=feed: runner.infer(f)}, b, warmup=warmup, budget_s=budget)["a"]
+            stats = time_calls_with_progress({"a": lambda f=feed: runner.infer(f)}, b, f"timing batch {b}",
+                                             warmup=warmup, budget_s=budget)["a"]
             results.append(stats.to_dict())
         info = runner.info()
     if as_json:
