@@ -11,6 +11,7 @@ the same way.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from vitedge.calib import synthetic
 from vitedge.calib.datasets import SYNTHETIC, eval_data, synthetic_split
 from vitedge.card import ModelCard
 from vitedge.errors import MissingDependencyError, UsageError
-from vitedge.export.onnx_export import ExportConfig, export_onnx
+from vitedge.export.onnx_export import ExportConfig, ExportInfo, export_onnx
 from vitedge.fsutil import atomic_dir
 from vitedge.models.resolve import LoadedModel
 from vitedge.progress import stderr_console
@@ -91,6 +92,7 @@ class ExportReport:
     card: ModelCard
     system: dict[str, Any]
     notes: list[str]
+    calibration: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -121,6 +123,7 @@ class ExportReport:
             "reference_runner": self.reference_info,
             "export": self.export_info,
             "details": self.artifact.details,
+            "calibration": self.calibration,
             "model": {"arch": self.card.arch, "source": self.card.source,
                       "input_size": list(self.card.preprocess.input_size),
                       "classes": len(self.card.classes)},
@@ -145,7 +148,8 @@ def parity_inputs(card: ModelCard, request: ExportRequest) -> ParityInputs:
         data = synthetic_split("test", spec, request.eval_n or 200, request.seed)
         sets["images"] = data.as_inputs(spec)
         return ParityInputs(sets, None, data.description, [note])
-    data = eval_data(request.eval_data, spec, card.classes, request.eval_n, request.seed)
+    held_out = frozenset(request.calibration.excluded_from_eval) if request.calibration else frozenset()
+    data = eval_data(request.eval_data, spec, card.classes, request.eval_n, request.seed, held_out)
     sets["images"] = data.as_inputs(spec)
     return ParityInputs(sets, np.asarray(data.labels), data.description, [])
 
@@ -183,9 +187,39 @@ def _bench(runners: dict[str, Runner], cfg: BenchConfig, static_batch: int | Non
         warmup=cfg.warmup, min_runs=cfg.min_runs, budget_s=cfg.budget_s)
 
 
-def export_target(loaded: LoadedModel, request: ExportRequest) -> ExportReport:
-    """Build, verify and time one target; the bundle appears at request.out only when complete."""
-    target: Target = get_target(request.target)
+class SharedWork:
+    """Work several targets of one model share: one ONNX export per export config, one set of
+    parity inputs and one set of reference outputs (used by `auto-cpu` and `vitedge matrix`)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._exports: dict[ExportConfig, ExportInfo] = {}
+        self.inputs: ParityInputs | None = None
+        self.reference: dict[str, dict[str, np.ndarray]] | None = None
+
+    def onnx(self, loaded: LoadedModel, cfg: ExportConfig, dst_dir: Path) -> ExportInfo:
+        """A private copy (in dst_dir) of the model's ONNX export under `cfg`, exported once."""
+        if cfg not in self._exports:
+            cache_dir = self.root / f"onnx-{len(self._exports)}"
+            cache_dir.mkdir(parents=True)
+            self._exports[cfg] = _export(loaded, cfg, cache_dir)
+        cached = self._exports[cfg]
+        for f in cache_dir_files(cached.path):
+            shutil.copy2(f, dst_dir / f.name)
+        return replace(cached, path=dst_dir / cached.path.name)
+
+
+def cache_dir_files(onnx_path: Path) -> list[Path]:
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    return [onnx_path, data] if data.exists() else [onnx_path]
+
+
+def _export(loaded: LoadedModel, cfg: ExportConfig, work_dir: Path) -> ExportInfo:
+    with stderr_console.status(f"exporting {loaded.card.arch} to ONNX (opset {cfg.opset})"):
+        return export_onnx(loaded.module, loaded.card, work_dir / "model.onnx", cfg)
+
+
+def check_target_ready(target: Target, request: ExportRequest) -> None:
     missing = target.missing()
     if missing:
         raise MissingDependencyError(
@@ -193,20 +227,31 @@ def export_target(loaded: LoadedModel, request: ExportRequest) -> ExportReport:
         )
     if target.needs_calibration and request.calibration is None:
         raise UsageError(f"target {target.name} needs calibration data: pass --calib synthetic|DIR|FILE.npy")
+
+
+def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWork | None = None) -> ExportReport:
+    """Build, verify and time one target; the bundle appears at request.out only when complete."""
+    target: Target = get_target(request.target)
+    check_target_ready(target, request)
     threads = request.threads or default_threads()
     t0 = time.perf_counter()
     card = loaded.card
     tolerance = tolerance_for(target.precision, **request.tolerance)
-    inputs = parity_inputs(card, request)  # read eval data before any work is written
+    # Read the eval data before any work is written.
+    if shared is not None and shared.inputs is not None:
+        inputs = shared.inputs
+    else:
+        inputs = parity_inputs(card, request)
+        if shared is not None:
+            shared.inputs = inputs
 
     with atomic_dir(request.out, force=request.force) as bundle, \
             tempfile.TemporaryDirectory(prefix="vitedge-work-") as work:
         work_dir = Path(work)
         export_info = None
         if target.needs_onnx:
-            with stderr_console.status(f"exporting {card.arch} to ONNX (opset {request.export.opset})"):
-                export_info = export_onnx(loaded.module, card, work_dir / "model.onnx", request.export,
-                                          extra_metadata={"vitedge.target": target.name})
+            export_info = (shared.onnx(loaded, request.export, work_dir) if shared
+                           else _export(loaded, request.export, work_dir))
         ctx = BuildContext(loaded=loaded, bundle_dir=bundle, work_dir=work_dir, onnx=export_info,
                            calibration=request.calibration, options=dict(request.options), threads=threads)
         artifact = target.build(ctx)
@@ -216,11 +261,15 @@ def export_target(loaded: LoadedModel, request: ExportRequest) -> ExportReport:
         reference = TorchRunner(loaded.module, shape, threads=threads)
         runner = open_artifact_runner(bundle, artifact, threads)
         with reference, runner:
-            ref_out, art_out = {}, {}
+            ref_out = shared.reference if shared and shared.reference is not None else {}
+            art_out = {}
             for set_name, x in inputs.sets.items():
                 with stderr_console.status(f"parity: running {len(x)} {set_name} inputs"):
-                    ref_out[set_name] = run_batched(reference, x, request.parity_batch, static)
+                    if set_name not in ref_out:
+                        ref_out[set_name] = run_batched(reference, x, request.parity_batch, static)
                     art_out[set_name] = run_batched(runner, x, request.parity_batch, static)
+            if shared is not None:
+                shared.reference = ref_out
             parity = compare(ref_out, art_out, tolerance, inputs.labels, "images", inputs.description)
             parity = replace(parity, notes=list(inputs.notes))
             latency = _bench({"artifact": runner, "reference": reference}, request.bench, static, shape)
@@ -233,7 +282,10 @@ def export_target(loaded: LoadedModel, request: ExportRequest) -> ExportReport:
             parity=parity, latency=latency, runner_info=runner_info, reference_info=reference_info,
             export_info=export_info.to_dict() if export_info else None, artifact_bytes=artifact_bytes,
             seconds=time.perf_counter() - t0, card=card, system=system_info(), notes=[],
+            calibration=request.calibration.provenance() if request.calibration and target.needs_calibration else None,
         )
+        if artifact.predicted_by:
+            report.notes.append(f"latency is of the CPU stand-in ({artifact.predicted_by}), not of TensorRT")
         from vitedge.bundle.writer import write_bundle_files
 
         write_bundle_files(bundle, report, request)

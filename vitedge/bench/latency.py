@@ -1,7 +1,7 @@
 """Timing honestly (after nanoGPT's bench.py): warm up, time many runs, report percentiles.
 
 The first calls are never timed (warm-up: lazy allocation, kernel selection, caches). Several
-runners are timed *interleaved* - a few calls of each in turn, round after round - so that
+runners are timed *interleaved* - a block of calls of each in turn, round after round - so that
 thermal drift and other load hit all of them alike and ratios between them are fair.
 Synchronous CPU runtimes need no explicit synchronisation; a GPU runner times itself with CUDA
 events (see `Runner.timed_infer` in the TensorRT runner) and the same statistics are applied.
@@ -49,15 +49,22 @@ def time_calls(
     batch: int,
     warmup: int = 10,
     min_runs: int = 30,
-    max_runs: int = 2000,
+    max_runs: int = 5000,
     budget_s: float = 5.0,
-    chunk: int = 5,
+    block_s: float = 0.25,
+    rewarm: int = 3,
     on_round: Callable[[float], None] | None = None,
 ) -> dict[str, LatencyStats]:
-    """Time each callable, interleaved in chunks, within a total time budget.
+    """Time each callable in interleaved blocks, within a total time budget.
 
-    Every callable gets at least `min_runs` timed calls (even past the budget) and at most
-    `max_runs`. `on_round(fraction_done)` reports progress in [0, 1].
+    Each round gives every callable one block of about `block_s` seconds; the first `rewarm`
+    calls of a block are not timed. Measured here: switching runtime on every call makes the
+    previous runtime's still-spinning worker threads (ONNX Runtime, OpenVINO/TBB, OpenMP) steal
+    the CPU from the next one for a scheduler tick (4 ms spikes on a 1 ms model), so
+    contestants would time each other; blocks with a re-warm keep rounds alternating (drift
+    still hits everyone alike) without that cross-talk. Every callable gets at least `min_runs`
+    timed calls (even past the budget) and at most `max_runs`; `on_round(fraction)` reports
+    progress in [0, 1].
     """
     for fn in calls.values():
         for _ in range(warmup):
@@ -65,16 +72,22 @@ def time_calls(
     samples: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     start = time.perf_counter()
+    block = max(block_s, budget_s / (len(names) * 20)) if budget_s > 0 else block_s
     rounds = 0
     while True:
         # Rotate the order each round so no callable always runs right after another.
         order = names[rounds % len(names):] + names[: rounds % len(names)]
         for name in order:
             fn = calls[name]
-            for _ in range(chunk):
+            for _ in range(rewarm):
+                fn()
+            block_end = time.perf_counter() + block
+            got = samples[name]
+            n0 = len(got)
+            while len(got) < max_runs and (time.perf_counter() < block_end or len(got) - n0 < 3):
                 t0 = time.perf_counter_ns()
                 fn()
-                samples[name].append((time.perf_counter_ns() - t0) / 1e6)
+                got.append((time.perf_counter_ns() - t0) / 1e6)
         rounds += 1
         n = min(len(v) for v in samples.values())
         elapsed = time.perf_counter() - start

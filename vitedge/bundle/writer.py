@@ -32,7 +32,7 @@ def write_bundle_files(bundle: Path, report: ExportReport, request: ExportReques
                    "shape": [request.export.static_batch or "batch", len(card.classes)]},
         "export": report.export_info,
         "details": report.artifact.details,
-        "parity": {k: d["parity"][k] for k in ("passed", "max_abs", "cosine_min", "top1_agreement",
+        "parity": {k: d["parity"][k] for k in ("passed", "max_abs", "cosine_min", "cosine_mean", "top1_agreement",
                                                "tolerance")} | {"accuracy": d["accuracy"]},
         "reference": "reference.npz",
         "versions": package_versions(),
@@ -99,6 +99,9 @@ def render_markdown(d: dict[str, Any]) -> str:
         lines.append(f"- export: `{json.dumps(d['export'], default=str)}`")
     if d.get("details"):
         lines.append(f"- target: `{json.dumps(d['details'], default=str)}`")
+    if d.get("calibration"):
+        c = d["calibration"]
+        lines.append(f"- calibration: {c['samples']} samples from {c['source']}: {c['description']}")
     s = d["system"]
     lines.append(f"- system: {s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores, "
                  f"{s['os']}, Python {s['python']}")

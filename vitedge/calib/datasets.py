@@ -81,9 +81,13 @@ def folder_images(
 
 
 def eval_data(
-    data: str, spec: PreprocessSpec, classes: tuple[str, ...], n: int | None = None, seed: int = 0
+    data: str, spec: PreprocessSpec, classes: tuple[str, ...], n: int | None = None, seed: int = 0,
+    exclude: frozenset[str] = frozenset(),
 ) -> LabelledImages:
-    """The held-out labelled set: shapes10/test, or a labelled folder (optionally a seeded subset)."""
+    """The held-out labelled set: shapes10/test, or a labelled folder (optionally a seeded subset).
+
+    `exclude`: image paths that must not be evaluated on (e.g. used for calibration).
+    """
     if data == SYNTHETIC:
         if tuple(classes) != synthetic.CLASSES:
             raise UsageError(
@@ -92,10 +96,16 @@ def eval_data(
             )
         return synthetic_split("test", spec, n, seed)
     folder = scan_folder(data, labelled=True)
-    idx = None
-    if n is not None and n < len(folder):
-        idx = np.sort(np.random.default_rng(seed).choice(len(folder), n, replace=False))
-    return folder_images(folder, spec, classes, idx)
+    keep = np.array([i for i, p in enumerate(folder.paths) if str(p) not in exclude], np.int64)
+    if len(keep) == 0:
+        raise InputError(f"{data}: every image was used for calibration; nothing is left to evaluate on")
+    if n is not None and n < len(keep):
+        keep = np.sort(np.random.default_rng(seed).choice(keep, n, replace=False))
+    data_set = folder_images(folder, spec, classes, keep)
+    if exclude and len(keep) < len(folder):
+        note = f" [{len(folder) - len(keep)} calibration images held out]"
+        return LabelledImages(data_set.images, data_set.labels, data_set.classes, data_set.description + note)
+    return data_set
 
 
 def train_val_data(data: str | Path, spec: PreprocessSpec, seed: int = 0,

@@ -37,3 +37,17 @@ def card_from_metadata(props: dict[str, str]) -> ModelCard | None:
     if CARD_KEY not in props:
         return None
     return ModelCard.from_dict(json.loads(props[CARD_KEY]))
+
+
+def update_onnx_metadata(path: Any, props: dict[str, str]) -> None:
+    """Add/replace metadata_props of an ONNX file in place (external weights stay untouched)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    existing = {p.key: p for p in model.metadata_props}
+    for k, v in props.items():
+        if k in existing:
+            existing[k].value = v
+        else:
+            model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))

@@ -14,6 +14,7 @@ RUNNERS = {
     "openvino": "vitedge.runtimes.openvino_runner:OpenVinoRunner",
     "tensorrt": "vitedge.runtimes.tensorrt_runner:TensorRTRunner",
     "torch": "vitedge.runtimes.torch_runner:TorchRunner",
+    "torchao": "vitedge.runtimes.torchao_runner:TorchaoRunner",
 }
 
 

@@ -47,6 +47,7 @@ class Runner(ABC):
         if not self.is_active:
             self._activate()
             self.is_active = True
+            self._input_specs = {s.name: s for s in self.inputs()}  # validate() runs per call
         return self
 
     def deactivate(self) -> None:
@@ -79,7 +80,7 @@ class Runner(ABC):
         return self._infer(feed)
 
     def validate(self, feed: dict[str, np.ndarray]) -> None:
-        specs = {s.name: s for s in self.inputs()}
+        specs = getattr(self, "_input_specs", None) or {s.name: s for s in self.inputs()}
         missing = [n for n in specs if n not in feed]
         extra = [n for n in feed if n not in specs]
         if missing or extra:

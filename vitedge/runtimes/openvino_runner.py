@@ -79,6 +79,7 @@ class OpenVinoRunner(Runner):
             core = ov.Core()
             model = core.read_model(str(self.path))
             self.compiled = core.compile_model(model, self.device, self.compile_config())
+            self._outputs = [(port.get_any_name(), port) for port in self.compiled.outputs]
         except Exception as e:
             raise InputError(f"{self.path}: OpenVINO cannot load/compile it ({str(e).splitlines()[0][:200]})") from None
         self._local = threading.local()
@@ -128,4 +129,4 @@ class OpenVinoRunner(Runner):
         req = self._request()
         result = req.infer(feed)
         # Copy: the request reuses its output buffers on the next call.
-        return {port.get_any_name(): np.array(result[port]) for port in self.compiled.outputs}
+        return {name: np.array(result[port]) for name, port in self._outputs}

@@ -77,6 +77,7 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf types
             raise InputError(f"{self.path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self._output_names = [o.name for o in self.session.get_outputs()]
 
     def _deactivate(self) -> None:
         self.session = None
@@ -103,5 +104,4 @@ class OrtRunner(Runner):
         }
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, feed), strict=True))
+        return dict(zip(self._output_names, self.session.run(self._output_names, feed), strict=True))

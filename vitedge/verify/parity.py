@@ -77,6 +77,7 @@ class ParityResult:
             "passed": self.passed,
             "max_abs": self.worst("max_abs"),
             "cosine_min": self.worst("cosine_min"),
+            "cosine_mean": self.worst("cosine_mean"),
             "top1_agreement": self.worst("top1_agreement"),
             "top5_agreement": self.worst("top5_agreement"),
             "nan": self.worst("nan"),
@@ -151,6 +152,9 @@ def compare(
     if tolerance.cosine_min is not None:
         v = result.worst("cosine_min")
         checks.append(Check("cosine_min", v, tolerance.cosine_min, v >= tolerance.cosine_min))
+    if tolerance.cosine_mean is not None:
+        v = result.worst("cosine_mean")
+        checks.append(Check("cosine_mean", v, tolerance.cosine_mean, v >= tolerance.cosine_mean))
     if tolerance.top1_agreement is not None:
         v = result.worst("top1_agreement")
         checks.append(Check("top1_agreement", v, tolerance.top1_agreement, v >= tolerance.top1_agreement))

@@ -1,0 +1,167 @@
+"""CPU targets end to end on the built-in models with real runtimes, calibration sources,
+failing gates, and the auto-cpu choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from images import write_awkward_images
+
+from vitedge.auto import _explain
+from vitedge.bench.latency import summarize
+from vitedge.calib.source import OrtCalibrationReader, load_calibration, nncf_dataset
+from vitedge.cli.main import main
+from vitedge.errors import InputError, UsageError
+from vitedge.models.resolve import load_model
+from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork, export_target
+
+FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
+CPU_TARGETS = ["ov-fp32", "ov-fp16", "ov-int8", "ort-int8", "torchao-int8", "torchao-int8-wo"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: load_model(name) for name in ("vit-tiny", "convnext-zepto")}
+
+
+@pytest.fixture(scope="module")
+def shared_work(tmp_path_factory):
+    return {name: SharedWork(tmp_path_factory.mktemp(f"shared-{name}")) for name in ("vit-tiny", "convnext-zepto")}
+
+
+@pytest.mark.parametrize("model", ["vit-tiny", "convnext-zepto"])
+@pytest.mark.parametrize("target", CPU_TARGETS)
+def test_cpu_target_end_to_end(tmp_path, models, shared_work, model, target):
+    loaded = models[model]
+    calib = load_calibration("synthetic", loaded.card.preprocess, 64)
+    report = export_target(loaded, ExportRequest(
+        target=target, out=tmp_path / "b", eval_n=400, calibration=calib, bench=FAST, threads=2),
+        shared_work[model])
+    d = report.to_dict()
+    assert report.passed, d["parity"]["checks"]
+    acc = d["accuracy"]
+    assert acc["n"] == 400 and abs(acc["delta_pts"]) <= 0.5  # the INT8 budget; fp targets far inside
+    if report.precision == "fp32":
+        assert d["parity"]["max_abs"] <= 1e-4
+    if report.precision == "fp16":
+        assert d["parity"]["cosine_min"] >= 0.9999 and d["parity"]["top1_agreement"] >= 0.999
+    if report.precision == "int8":
+        assert d["parity"]["top1_agreement"] >= 0.98
+    if target in ("ov-int8", "ort-int8"):  # static quantisation: calibrated, on held-out data
+        assert d["calibration"]["samples"] == 64 and "disjoint" in d["calibration"]["description"]
+    if target in ("ov-int8", "ort-int8"):
+        fp32 = loaded.module.state_dict()
+        fp32_bytes = sum(v.numel() * 4 for v in fp32.values())
+        assert d["artifact_bytes"] < fp32_bytes / 2.5  # about 4x smaller (graph overhead aside)
+    if target.startswith("ov-"):
+        actual = d["runner"]["actual"]["INFERENCE_PRECISION_HINT"].lower()
+        assert "bf16" not in actual and "bfloat16" not in actual  # the precision we asked for
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert all(f in manifest["files"] for f in report.artifact.files)
+
+
+def test_ort_int8_keeps_attention_matmuls_float(tmp_path, models, shared_work):
+    loaded = models["vit-tiny"]
+    calib = load_calibration("synthetic", loaded.card.preprocess, 32)
+    report = export_target(loaded, ExportRequest(target="ort-int8", out=tmp_path / "b", eval_n=100,
+                                                 calibration=calib, bench=FAST), shared_work["vit-tiny"])
+    floats = report.artifact.details["float_nodes"]
+    assert len(floats) == 2 * 6  # Q.K^T and attn.V in each of the 6 blocks
+    assert report.artifact.details["reduce_range"] is True
+
+
+def test_calibration_sources(tmp_path, models):
+    spec = models["vit-tiny"].card.preprocess
+    syn = load_calibration("synthetic", spec, 20, seed=3)
+    assert syn.inputs.shape == (20, 3, 64, 64) and "train" in syn.description
+    assert np.array_equal(syn.inputs, load_calibration("synthetic", spec, 20, seed=3).inputs)  # seeded
+    # folders: labelled or flat, any image mode
+    write_awkward_images(tmp_path / "imgs" / "a")
+    folder = load_calibration(str(tmp_path / "imgs"), spec, 5)
+    assert folder.inputs.shape == (5, 3, 64, 64) and len(folder.excluded_from_eval) == 5
+    # arrays: preprocessed float32 NCHW or raw uint8 NHWC
+    np.save(tmp_path / "f.npy", syn.inputs)
+    assert np.array_equal(load_calibration(str(tmp_path / "f.npy"), spec, 20).inputs, syn.inputs)
+    np.savez(tmp_path / "u.npz", images=np.zeros((4, 64, 64, 3), np.uint8))
+    assert load_calibration(str(tmp_path / "u.npz"), spec, 20).inputs.shape == (4, 3, 64, 64)
+    np.save(tmp_path / "bad.npy", np.zeros((4, 3, 32, 32), np.float32))
+    with pytest.raises(InputError, match=r"expected preprocessed \(N, 3, 64, 64\) float32"):
+        load_calibration(str(tmp_path / "bad.npy"), spec)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found"):
+        load_calibration(str(tmp_path / "empty"), spec)
+    with pytest.raises(UsageError, match="--num-calib"):
+        load_calibration("synthetic", spec, 0)
+
+
+def test_calibration_adapters(models):
+    calib = load_calibration("synthetic", models["vit-tiny"].card.preprocess, 5)
+    reader = OrtCalibrationReader(calib, "input", batch_size=2)
+    batches = []
+    while (b := reader.get_next()) is not None:
+        batches.append(b["input"].shape[0])
+    assert batches == [2, 2, 1] and len(reader) == 3
+    ds = nncf_dataset(calib, "input")
+    items = list(ds.get_inference_data())
+    assert len(items) == 5 and items[0]["input"].shape == (1, 3, 64, 64)
+
+
+def test_calibration_images_are_held_out_of_the_accuracy_check(tmp_path, models):
+    for cls in ("disk", "ring"):
+        write_awkward_images(tmp_path / "data" / cls)
+    loaded = models["convnext-zepto"]
+    calib = load_calibration(str(tmp_path / "data"), loaded.card.preprocess, 6)
+    report = export_target(loaded, ExportRequest(target="ort-int8", out=tmp_path / "b", eval_data=str(tmp_path / "data"),
+                                                 calibration=calib, bench=FAST))
+    d = report.to_dict()
+    assert d["accuracy"]["n"] == 18 - 6
+    assert "6 calibration images held out" in d["accuracy"]["data"]
+
+
+def test_bad_calibration_fails_the_int8_gate(tmp_path, capsys):
+    # All-zero calibration tensors give degenerate activation ranges: a real, badly quantised model.
+    np.save(tmp_path / "zeros.npy", np.zeros((16, 3, 64, 64), np.float32))
+    code = main(["export", "vit-tiny", "--target", "ort-int8", "--calib", str(tmp_path / "zeros.npy"),
+                 "--out", str(tmp_path / "b"), "--eval-n", "300", "--bench-budget", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 4 and "FAILED" in err
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["passed"] is False
+
+
+def test_int8_without_calibration_data_is_a_usage_error(tmp_path, capsys):
+    code = main(["export", "vit-s16", "--random-init", "--target", "ov-int8", "--out", str(tmp_path / "b")])
+    assert code == 2 and "needs calibration data" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def _stats(p50):
+    return summarize([p50] * 10, 1, 0)
+
+
+class _R:
+    def __init__(self, precision):
+        self.precision = precision
+
+
+def test_auto_explains_when_int8_does_not_pay():
+    stats = {"onnx-fp32": _stats(1.0), "ort-int8": _stats(1.6), "ov-fp16": _stats(1.2)}
+    reports = {"onnx-fp32": _R("fp32"), "ort-int8": _R("int8"), "ov-fp16": _R("fp16")}
+    chosen = min(stats, key=lambda n: stats[n].p50)
+    text = _explain(chosen, list(stats), stats, reports)
+    assert chosen == "onnx-fp32" and "INT8 does not pay" in text and "1.20x slower" in text
+
+
+def test_auto_cpu_end_to_end(tmp_path, capsys):
+    code = main(["export", "convnext-zepto", "--target", "auto-cpu", "--out", str(tmp_path / "b"),
+                 "--eval-n", "200", "--num-calib", "32", "--bench-budget", "0.3"])
+    assert code == 0
+    auto = json.loads((tmp_path / "b" / "auto.json").read_text())
+    chosen = [r for r in auto["candidates"] if r["status"] == "chosen"]
+    assert len(chosen) == 1
+    passing = [r for r in auto["candidates"] if r["status"] in ("chosen", "passed")]
+    assert chosen[0]["p50_ms"] == min(r["p50_ms"] for r in passing)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["target"] == chosen[0]["target"] and "auto.md" in manifest["files"]
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no scratch left behind

@@ -1,0 +1,173 @@
+"""`--target auto-cpu`: build the CPU candidates, measure them on *this* device, keep the fastest
+one that passes its parity gate, and explain the choice.
+
+Every candidate goes through the normal pipeline (one shared ONNX export and one set of
+reference outputs). The candidates that pass are then timed again *together*, interleaved in
+one run, so the choice rests on ratios measured side by side rather than on separate runs. On a
+CPU where INT8 kernels do not pay, an INT8 candidate is simply slower and is not chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge.bench.latency import LatencyStats, time_calls_with_progress
+from vitedge.errors import OutputError, ParityError, VitedgeError
+from vitedge.models.resolve import LoadedModel
+from vitedge.pipeline import (
+    ExportReport,
+    ExportRequest,
+    SharedWork,
+    export_target,
+    open_artifact_runner,
+)
+from vitedge.progress import stderr_console
+from vitedge.runtimes.base import default_threads
+from vitedge.targets.registry import get_target
+
+AUTO_TARGETS: dict[str, tuple[str, ...]] = {
+    "auto-cpu": ("onnx-fp32", "ov-fp32", "ov-fp16", "ort-int8", "ov-int8"),
+}
+
+
+@dataclass
+class AutoResult:
+    chosen: str
+    report: ExportReport
+    candidates: list[dict[str, Any]]  # one row per candidate: status, parity, latency
+    reason: str
+
+
+def _candidate_names(auto: str, calibration: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    names, skipped = [], []
+    for name in AUTO_TARGETS[auto]:
+        target = get_target(name)
+        missing = target.missing()
+        if missing:
+            skipped.append({"target": name, "status": f"skipped: {', '.join(missing)} not installed"})
+        elif target.needs_calibration and calibration is None:
+            skipped.append({"target": name, "status": "skipped: no calibration data (--calib)"})
+        else:
+            names.append(name)
+    return names, skipped
+
+
+def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-cpu") -> AutoResult:
+    final = Path(request.out)
+    if final.exists() and not request.force:
+        raise OutputError(f"{final}: already exists; pass --force to replace it or choose another --out")
+    names, rows = _candidate_names(auto, request.calibration)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.auto-", dir=final.parent))
+    try:
+        shared = SharedWork(scratch / "shared")
+        reports: dict[str, ExportReport] = {}
+        for name in names:
+            stderr_console.print(f"[bold]auto-cpu[/]: candidate {name}")
+            try:
+                reports[name] = export_target(
+                    loaded, replace(request, target=name, out=scratch / name, force=False), shared)
+            except VitedgeError as e:
+                rows.append({"target": name, "status": f"error: {e}"})
+        passing = [n for n, r in reports.items() if r.passed]
+        for n, r in reports.items():
+            if not r.passed:
+                rows.append(_row(n, r, None, "failed parity: " + "; ".join(c.describe() for c in r.parity.failures())))
+        if not passing:
+            raise ParityError("auto-cpu: no candidate passed its parity gate: "
+                              + "; ".join(f"{r['target']}: {r['status']}" for r in rows))
+        together = _time_together(passing, reports, scratch, request)
+        chosen = min(passing, key=lambda n: together[n].p50)
+        for n in passing:
+            rows.append(_row(n, reports[n], together[n], "chosen" if n == chosen else "passed"))
+        rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
+        reason = _explain(chosen, passing, together, reports)
+        _annotate(scratch / chosen, auto, rows, reason)
+        if final.exists():  # --force: move the old bundle aside first, then swap
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.rename(final, old)
+            os.rename(scratch / chosen, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(scratch / chosen, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return AutoResult(chosen, reports[chosen], rows, reason)
+
+
+def _time_together(names: list[str], reports: dict[str, ExportReport], scratch: Path,
+                   request: ExportRequest) -> dict[str, LatencyStats]:
+    threads = request.threads or default_threads()
+    runners = {n: open_artifact_runner(scratch / n, reports[n].artifact, threads) for n in names}
+    batch = request.export.static_batch or request.bench.batch
+    h, w = reports[names[0]].card.preprocess.input_size
+    x = np.random.default_rng(7).standard_normal((batch, 3, h, w)).astype(np.float32)
+    for r in runners.values():
+        r.activate()
+    try:
+        calls = {n: (lambda r=r: r.infer({r.inputs()[0].name: x})) for n, r in runners.items()}
+        return time_calls_with_progress(calls, batch, f"timing {len(calls)} candidates side by side",
+                                        warmup=request.bench.warmup, min_runs=request.bench.min_runs,
+                                        budget_s=max(request.bench.budget_s, 1.5 * len(calls)))
+    finally:
+        for r in runners.values():
+            r.deactivate()
+
+
+def _row(name: str, r: ExportReport, t: LatencyStats | None, status: str) -> dict[str, Any]:
+    d = r.to_dict()
+    acc = d["accuracy"]
+    return {"target": name, "status": status, "precision": r.precision,
+            "accuracy": acc.get("artifact"), "delta_pts": acc.get("delta_pts"),
+            "cosine_mean": d["parity"]["cosine_mean"], "top1_agreement": d["parity"]["top1_agreement"],
+            "p50_ms": t.p50 if t else None, "p90_ms": t.p90 if t else None,
+            "size_mb": r.artifact_bytes / 1e6}
+
+
+def _explain(chosen: str, passing: list[str], t: dict[str, LatencyStats], reports: dict[str, ExportReport]) -> str:
+    ranked = sorted(passing, key=lambda n: t[n].p50)
+    parts = [f"{chosen} is the fastest candidate that passed its parity gate "
+             f"(p50 {t[chosen].p50:.3f} ms, timed side by side with {len(passing) - 1} other passing candidate(s))"]
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        parts.append(f"next: {runner_up} at {t[runner_up].p50:.3f} ms ({t[runner_up].p50 / t[chosen].p50:.2f}x slower)")
+    int8 = [n for n in passing if reports[n].precision == "int8"]
+    floats = [n for n in passing if reports[n].precision != "int8"]
+    if int8 and floats:
+        best_int8 = min(int8, key=lambda n: t[n].p50)
+        best_float = min(floats, key=lambda n: t[n].p50)
+        ratio = t[best_float].p50 / t[best_int8].p50
+        parts.append(f"INT8 {'pays' if ratio > 1 else 'does not pay'} on this CPU: best INT8 ({best_int8}) vs "
+                     f"best float ({best_float}) = {ratio:.2f}x")
+    return "; ".join(parts)
+
+
+def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str) -> None:
+    """Add the selection record to the chosen bundle and refresh its manifest."""
+    from vitedge.bundle.manifest import MANIFEST, file_entries
+
+    (bundle / "auto.json").write_text(json.dumps({"auto": auto, "reason": reason, "candidates": rows},
+                                                 indent=2, default=str) + "\n")
+    lines = [f"# {auto}: chose {rows and next(r['target'] for r in rows if r['status'] == 'chosen')}", "",
+             reason, "", "| target | status | accuracy | delta pts | cosine mean | top-1 agr. | p50 ms | p90 ms | MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def f(v: Any, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+        lines.append(f"| {r['target']} | {r['status']} | {f(r.get('accuracy'), '.2%')} | {f(r.get('delta_pts'), '+.2f')} | "
+                     f"{f(r.get('cosine_mean'), '.5f')} | {f(r.get('top1_agreement'), '.2%')} | {f(r.get('p50_ms'), '.3f')} | "
+                     f"{f(r.get('p90_ms'), '.3f')} | {f(r.get('size_mb'), '.2f')} |")
+    (bundle / "auto.md").write_text("\n".join(lines) + "\n")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["selected_by"] = {"auto": auto, "reason": reason}
+    names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest["files"] = file_entries(bundle, names)
+    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

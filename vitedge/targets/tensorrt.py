@@ -1,0 +1,229 @@
+"""trt-fp32 / trt-fp16 / trt-int8: a TensorRT-ready ONNX, a lint, a build kit, and an engine
+where TensorRT and a GPU exist.
+
+TensorRT 11 networks are always strongly typed (and vitedge asks TensorRT 10 for the same), so
+precision lives in the ONNX graph:
+- trt-fp16: FP16 weights and tensors, with LayerNorm, Softmax, reductions and the other
+  range-sensitive ops kept in FP32 (FP16 LayerNorm/Softmax overflow is the known TensorRT ViT
+  failure) and FP32 inputs/outputs; converted by onnxconverter-common (the converter NVIDIA
+  ModelOpt's own AutoCast builds on). ModelOpt itself was not used: its ONNX extra pins
+  onnx~=1.21, onnxruntime-gpu~=1.24 and cupy-cuda12x, which cannot sit beside this CPU stack.
+- trt-int8: explicit Q/DQ from ONNX Runtime's quantiser configured for TensorRT: symmetric int8
+  (zero point 0), weights per output channel, activations per tensor, Q/DQ only on the inputs of
+  Conv / MatMul / Gemm (TensorRT fuses them), attention's Q.K^T / attn.V MatMuls and LayerNorm
+  left in float, calibrated on the same calibration set as the CPU targets.
+
+Without TensorRT and a GPU (as on this project's machines) the bundle is a *build kit*: the
+ONNX, `kit.json`, `build_engine.py` + `engine.py` (tensorrt + numpy only), `trtexec.sh`,
+`verify_engine.py` and the reference outputs, and parity is *predicted* on CPU by ONNX Runtime
+with graph optimisations off (so Q/DQ math is computed exactly, not swapped for ORT's own int8
+kernels). The report says so. With `require_engine` that situation is an error instead.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from vitedge.errors import ExportError, MissingDependencyError
+from vitedge.export.metadata import set_metadata, update_onnx_metadata
+from vitedge.export.onnx_export import save_onnx
+from vitedge.lint.tensorrt import errors, lint_file
+from vitedge.targets.context import BuildContext
+from vitedge.targets.ort_int8 import OrtInt8Config, quantize_qdq
+from vitedge.targets.registry import Artifact
+from vitedge.trt_kit.engine import BuildConfig, TensorRTUnavailable, build_engine, gpu_available
+from vitedge.verify.tolerances import tolerance_for
+
+# Ops kept in FP32 in the FP16 graph: normalisation statistics, softmax, reductions, and the
+# pointwise ops that compute them (GRN's L2 norm, LayerNorm decompositions).
+FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "ReduceSumSquare",
+            "ReduceMax", "Pow", "Sqrt", "Reciprocal", "Div", "Exp", "Log", "Erf"]
+KIT_FILES = ("engine.py", "build_engine.py", "verify_engine.py")
+PREDICTED_BY = "ONNX Runtime with graph optimisations off"
+
+
+def _trt_major(ctx: BuildContext) -> str:
+    return str(ctx.option("trt_major", "10"))
+
+
+def to_fp16(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
+    from onnxconverter_common import float16
+
+    from vitedge.quiet import quiet
+
+    model = onnx.load(str(src))
+    with quiet():  # one warning per weight below fp16's normal range
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS,
+                                                min_positive_val=1e-7, max_finite_val=65504.0)
+    set_metadata(fp16, ctx.loaded.card, {"vitedge.target": "trt-fp16", "vitedge.precision": "fp16"})
+    save_onnx(fp16, dst)
+    kept = sorted({n.op_type for n in fp16.graph.node if n.op_type in FP32_OPS})
+    casts = sum(1 for n in fp16.graph.node if n.op_type == "Cast")
+    return {"converter": "onnxconverter-common float16 (keep_io_types)", "fp32_ops": kept, "casts": casts}
+
+
+def _feed_float_to_other_consumers(model: onnx.ModelProto, compute_ops: tuple[str, ...]) -> int:
+    """Q/DQ only on the inputs of compute ops: any other consumer of a DequantizeLinear output
+    (ORT rewires them all, e.g. the Shape reading the network input for the dynamic batch) gets
+    the float tensor the matching QuantizeLinear read. Returns the number of rewired inputs."""
+    q_input = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    dq_float = {n.output[0]: q_input[n.input[0]] for n in model.graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in q_input}
+    rewired = 0
+    for node in model.graph.node:
+        if node.op_type in compute_ops or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(node.input):
+            if name in dq_float:
+                node.input[i] = dq_float[name]
+                rewired += 1
+    return rewired
+
+
+def to_qdq(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
+    base = OrtInt8Config.from_options(ctx.options)
+    cfg = replace(base, activation_type="int8", symmetric_activations=True, reduce_range=False,
+                  per_channel=True, quantize_outputs=False)
+    details = quantize_qdq(src, dst, ctx, cfg)
+    model = onnx.load(str(dst))
+    details["rewired_to_float"] = _feed_float_to_other_consumers(model, cfg.op_types)
+    model.metadata_props.add(key="vitedge.qdq_placement", value="inputs of Conv/MatMul/Gemm only")
+    onnx.save(model, str(dst))
+    update_onnx_metadata(dst, {"vitedge.target": "trt-int8"})
+    details["quantizer"] = "onnxruntime quantize_static, QDQ for TensorRT (symmetric int8, Q/DQ on op inputs)"
+    return details
+
+
+def _write_kit(ctx: BuildContext, onnx_file: str, cfg: BuildConfig, precision: str) -> list[str]:
+    kit_src = resources.files("vitedge.trt_kit")
+    for name in KIT_FILES:
+        (ctx.bundle_dir / name).write_text((kit_src / name).read_text())
+    tol = tolerance_for(precision)
+    kit = {
+        "onnx": onnx_file, "precision": precision, "input_name": "input", "output_name": "logits",
+        "build": {**asdict(cfg), "input_shape": list(cfg.input_shape)},
+        # The kit checks a handful of fixed inputs: per-sample limits only (no agreement rate).
+        "tolerance": {"max_abs": tol.max_abs, "cosine_min": tol.cosine_min, "top1_agreement": None},
+        "model": {"arch": ctx.loaded.card.arch, "classes": list(ctx.loaded.card.classes),
+                  "preprocess": ctx.loaded.card.preprocess.to_dict()},
+        "calibration": ctx.calibration.provenance() if ctx.calibration is not None and precision == "int8" else None,
+    }
+    (ctx.bundle_dir / "kit.json").write_text(json.dumps(kit, indent=2) + "\n")
+    (ctx.bundle_dir / "trtexec.sh").write_text(
+        "#!/bin/sh\n# The same engine build with NVIDIA's trtexec (TensorRT 10.12+ / 11.x).\n"
+        "cd \"$(dirname \"$0\")\"\nexec " + cfg.trtexec_command(onnx_file, "model.engine") + " \"$@\"\n")
+    (ctx.bundle_dir / "trtexec.sh").chmod(0o755)
+    (ctx.bundle_dir / "KIT.md").write_text(_kit_readme(onnx_file, cfg, precision))
+    return [*KIT_FILES, "kit.json", "trtexec.sh", "KIT.md"]
+
+
+def _kit_readme(onnx_file: str, cfg: BuildConfig, precision: str) -> str:
+    return f"""# TensorRT build kit ({precision})
+
+Engines are specific to the GPU and TensorRT version they are built with, so build on the device.
+
+1. Copy this directory to the GPU machine (Jetson, workstation, server).
+2. `pip install tensorrt cuda-python numpy` (or use JetPack / an NVIDIA container).
+3. `python build_engine.py` (or `./trtexec.sh`) -> `model.engine`, `model.json`, `timing.cache`.
+   Dynamic batch {cfg.min_batch}..{cfg.max_batch} (optimised for {cfg.opt_batch}); change with
+   `--min-batch/--opt-batch/--max-batch`. Strongly typed: the precision is in `{onnx_file}`.
+4. `python verify_engine.py` compares the engine with the PyTorch reference outputs in
+   `reference.npz` (exit 4 on mismatch) and prints host latency and GPU compute time.
+   With vitedge installed, `vitedge verify .` and `vitedge bench model.engine` work too.
+"""
+
+
+def _build_config(ctx: BuildContext, precision: str) -> BuildConfig:
+    h, w = ctx.loaded.card.preprocess.input_size
+    o = ctx.options
+    return BuildConfig(
+        input_shape=(3, h, w), min_batch=o.get("trt_min_batch", 1), opt_batch=o.get("trt_opt_batch", 1),
+        max_batch=o.get("trt_max_batch", 8), workspace_mb=o.get("trt_workspace_mb", 2048),
+        optimization_level=o.get("trt_optimization_level", 3),
+        version_compatible=o.get("trt_version_compatible", False),
+        hardware_compatible=o.get("trt_hardware_compatible", False),
+        tf32=precision != "fp32",  # an fp32 engine must not silently compute matmuls in TF32
+    )
+
+
+def _build(ctx: BuildContext, precision: str) -> Artifact:
+    assert ctx.onnx is not None
+    cfg = _build_config(ctx, precision)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        from vitedge.errors import UsageError
+
+        raise UsageError(f"TensorRT build settings: {e}") from None
+    names = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.qdq.onnx"}
+    onnx_file = ctx.bundle_dir / names[precision]
+    if precision == "fp32":
+        shutil.copy2(ctx.onnx.path, onnx_file)
+        data = ctx.onnx.path.with_name(ctx.onnx.path.name + ".data")
+        if data.exists():
+            shutil.copy2(data, ctx.bundle_dir / data.name)
+        update_onnx_metadata(onnx_file, {"vitedge.target": "trt-fp32", "vitedge.precision": "fp32"})
+        details: dict[str, Any] = {}
+    elif precision == "fp16":
+        details = to_fp16(ctx.onnx.path, onnx_file, ctx)
+    else:
+        details = to_qdq(ctx.onnx.path, onnx_file, ctx)
+
+    findings = lint_file(onnx_file, _trt_major(ctx))
+    bad = errors(findings)
+    if bad:
+        raise ExportError(f"the TensorRT-ready ONNX fails the TensorRT lint ({len(bad)} error(s)); first: "
+                          f"{bad[0].node} ({bad[0].op}): {bad[0].message}")
+    details["lint"] = {"tensorrt": _trt_major(ctx), "errors": 0,
+                       "warnings": [f"{f.node} ({f.op}): {f.message}" for f in findings if f.level == "warning"]}
+    details["trtexec"] = cfg.trtexec_command(onnx_file.name, "model.engine")
+    files = ctx.files_of(onnx_file)
+    kit_files = _write_kit(ctx, onnx_file.name, cfg, precision)
+
+    why_not = why_no_engine()
+    if why_not is None:
+        facts = build_engine(onnx_file, ctx.bundle_dir / "model.engine", cfg)
+        details["engine"] = facts
+        return Artifact("model.engine", ["model.engine", "model.json", *files], "tensorrt", {},
+                        details=details | {"kit_files": kit_files})
+    if ctx.option("require_engine", False):
+        raise MissingDependencyError(f"--require-engine: the TensorRT engine cannot be built here ({why_not}); "
+                                     "the build kit is ready but was not kept")
+    details["engine"] = None
+    details["kit_files"] = kit_files
+    return Artifact(
+        onnx_file.name, files, "onnxruntime", {"graph_optimization": "disable"}, details=details,
+        predicted_by=PREDICTED_BY,
+        notes=[f"engine not built here ({why_not}); copy the bundle to the GPU machine and run "
+               "build_engine.py then verify_engine.py (see KIT.md)"],
+    )
+
+
+def why_no_engine() -> str | None:
+    """None when an engine can be built and run here, else the reason."""
+    try:
+        from vitedge.trt_kit.engine import require_tensorrt
+
+        require_tensorrt()
+    except TensorRTUnavailable as e:
+        return str(e).split(";")[0]
+    return gpu_available()
+
+
+def build_trt_fp32(ctx: BuildContext) -> Artifact:
+    return _build(ctx, "fp32")
+
+
+def build_trt_fp16(ctx: BuildContext) -> Artifact:
+    return _build(ctx, "fp16")
+
+
+def build_trt_int8(ctx: BuildContext) -> Artifact:
+    return _build(ctx, "int8")
