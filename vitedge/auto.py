@@ -152,7 +152,7 @@ def _explain(chosen: str, passing: list[str], t: dict[str, LatencyStats], report
 
 def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str) -> None:
     """Add the selection record to the chosen bundle and refresh its manifest."""
-    from vitedge.bundle.manifest import MANIFEST, file_entries
+    from vitedge.bundle.manifest import MANIFEST, file_entries, save_manifest
 
     (bundle / "auto.json").write_text(json.dumps({"auto": auto, "reason": reason, "candidates": rows},
                                                  indent=2, default=str) + "\n")
@@ -170,4 +170,4 @@ def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str) 
     manifest["selected_by"] = {"auto": auto, "reason": reason}
     names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest["files"] = file_entries(bundle, names)
-    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    save_manifest(bundle / MANIFEST, manifest)

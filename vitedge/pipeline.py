@@ -275,7 +275,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             latency = _bench({"artifact": runner, "reference": reference}, request.bench, static, shape)
             runner_info, reference_info = runner.info(), reference.info()
 
-        _write_reference(bundle / REFERENCE_FILE, inputs, ref_out)
+        _write_reference(bundle / REFERENCE_FILE, inputs, ref_out, art_out)
         artifact_bytes = sum((bundle / f).stat().st_size for f in artifact.files)
         report = ExportReport(
             target=target.name, precision=target.precision, out=request.out, artifact=artifact,
@@ -292,13 +292,16 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
     return report
 
 
-def _write_reference(path: Path, inputs: ParityInputs, ref_out: dict[str, dict[str, np.ndarray]]) -> None:
-    """A few fixed inputs and the reference outputs for them, for `vitedge verify` on device."""
+def _write_reference(path: Path, inputs: ParityInputs, ref_out: dict[str, dict[str, np.ndarray]],
+                     art_out: dict[str, dict[str, np.ndarray]]) -> None:
+    """A few fixed inputs, the PyTorch outputs for them, and what the artifact gave at export:
+    `vitedge verify` re-runs them on the device."""
     arrays: dict[str, np.ndarray] = {}
     for set_name, x in inputs.sets.items():
         arrays[f"{set_name}/input"] = x[:N_REFERENCE]
         for out_name, y in ref_out[set_name].items():
             arrays[f"{set_name}/{out_name}"] = y[:N_REFERENCE]
+            arrays[f"{set_name}/{out_name}@artifact"] = art_out[set_name][out_name][:N_REFERENCE]
     np.savez_compressed(path, **arrays)
 
 

@@ -92,12 +92,26 @@ class Manifest:
         return problems
 
 
+def manifest_digest(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's content (without the digest itself), canonical JSON."""
+    import hashlib
+
+    body = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=_jsonable).encode()).hexdigest()
+
+
+def save_manifest(path: Path, data: dict[str, Any]) -> Path:
+    """Write `data` with its digest, so an edit made after export is detected on read."""
+    data = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    data["manifest_sha256"] = manifest_digest(json.loads(json.dumps(data, default=_jsonable)))
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return path
+
+
 def write_manifest(bundle: Path, data: dict[str, Any]) -> Path:
     data = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **data}
-    path = bundle / MANIFEST
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    return path
+    return save_manifest(bundle / MANIFEST, data)
 
 
 def read_manifest(bundle: str | Path) -> Manifest:
@@ -122,6 +136,10 @@ def read_manifest(bundle: str | Path) -> Manifest:
             f"({data.get('versions', {}).get('vitedge', '?')}); upgrade vitedge (this one reads "
             f"format {FORMAT_VERSION})"
         )
+    digest = data.get("manifest_sha256")
+    if digest is not None and digest != manifest_digest(data):
+        raise InputError(f"{path}: manifest was edited after export (its sha256 does not match); "
+                         "re-export the bundle or restore the original manifest.json")
     for key in ("target", "runtime", "precision", "artifact", "card", "input", "files"):
         if key not in data:
             raise InputError(f"{path}: manifest lacks {key!r}")

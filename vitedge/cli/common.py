@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-console = Console(highlight=False)
+# Logs and pipes get 120 columns (rich's 80-column default for non-terminals squeezes the tables).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 ModelArg = Annotated[
     str,

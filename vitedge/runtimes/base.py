@@ -72,6 +72,11 @@ class Runner(ABC):
         """Runtime, version, device, threads and every option that affects numerics or speed."""
         return {"runtime": self.runtime}
 
+    def max_batch(self) -> int | None:
+        """Largest batch one call accepts (None: no limit beyond memory)."""
+        first = self.inputs()[0].shape[0]
+        return first if isinstance(first, int) else None
+
     # -- inference ---------------------------------------------------------------------------
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.is_active:

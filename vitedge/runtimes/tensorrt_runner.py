@@ -60,6 +60,10 @@ class TensorRTRunner(Runner):
                     raise InputError(f"{self.name}: batch {b} is outside the engine's optimisation profile "
                                      f"{lo}..{hi}; rebuild with --min-batch/--max-batch")
 
+    def max_batch(self) -> int | None:
+        profiles = [t.profile[2][0] for t in self.engine.io if t.is_input and t.profile]
+        return min(profiles) if profiles else super().max_batch()
+
     def info(self) -> dict[str, Any]:
         from vitedge.trt_kit.engine import gpu_name, tensorrt_version
 

@@ -1,0 +1,186 @@
+"""`vitedge.load(BUNDLE).predict(images)`: an exported model in an app, without PyTorch.
+
+The bundle's manifest picks the runner (ONNX Runtime, OpenVINO, TensorRT, torchao) and carries
+the preprocessing, so `predict` applies exactly what training and evaluation applied
+(`vitedge.calib.preprocess`: resize + centre crop + normalise, the same functions). Inputs may be
+uint8 HWC arrays (one image or an NHWC batch), PIL images, file paths, or lists of those.
+
+Thread safety: ONNX Runtime sessions are shared (their `run` is thread-safe); OpenVINO gets one
+infer request per thread (the runner does this); runtimes whose execution context is not
+thread-safe (TensorRT) are serialised with a lock. 8 threads predicting at once get the same
+results as one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge.bundle.manifest import Manifest, read_manifest
+from vitedge.calib.images import load_image
+from vitedge.calib.preprocess import PreprocessSpec, normalize, resize_and_crop
+from vitedge.card import ModelCard
+from vitedge.errors import InputError, ParityError
+from vitedge.runtimes import runner_class
+from vitedge.runtimes.base import Runner
+
+# Runtimes whose runner may be called from several threads at once without a lock.
+_THREAD_SAFE = {"onnxruntime", "openvino", "torch", "torchao"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: list[str]  # top-k class names, best first
+    probs: list[float]  # their softmax probabilities
+    indices: list[int]  # their class indices
+    logits: np.ndarray | None = None  # (num_classes,) raw logits, when asked for
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    @property
+    def prob(self) -> float:
+        return self.probs[0]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """A loaded bundle. Use `vitedge.load(path)`; close with `close()` or a `with` block."""
+
+    def __init__(self, manifest: Manifest, runner: Runner):
+        self.manifest = manifest
+        self.card: ModelCard = manifest.card
+        self.spec: PreprocessSpec = self.card.preprocess
+        self.classes: tuple[str, ...] = self.card.classes
+        self._runner = runner
+        self._input = runner.inputs()[0]
+        batch = self._input.shape[0]
+        self._fixed_batch = batch if isinstance(batch, int) else None
+        self._max_batch = self._fixed_batch or runner.max_batch() or 64
+        self._lock = None if manifest.runtime in _THREAD_SAFE else threading.Lock()
+
+    @classmethod
+    def open(cls, bundle: str | Path, threads: int | None = None, verify_checksums: bool = True,
+             allow_failed: bool = False) -> Predictor:
+        manifest = read_manifest(bundle)
+        if verify_checksums:
+            problems = manifest.checksum_problems()
+            if problems:
+                raise InputError(f"{manifest.bundle}: bundle files changed since export ({'; '.join(problems[:3])}); "
+                                 "re-export or re-copy the bundle")
+        if not manifest.data.get("parity", {}).get("passed", False) and not allow_failed:
+            raise ParityError(f"{manifest.bundle}: this artifact failed its parity gate at export "
+                              "(see report.md); pass allow_failed=True to load it anyway")
+        runner = runner_class(manifest.runtime)(manifest.main_file, threads=threads, **manifest.runner_options)
+        runner.activate()
+        return cls(manifest, runner)
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def preprocess(self, images: Any) -> np.ndarray:
+        """Anything `predict` accepts -> (N, 3, H, W) float32, exactly as the model expects."""
+        items = self._as_list(images)
+        if not items:
+            raise InputError("predict() got an empty batch; pass at least one image")
+        out = np.empty((len(items), 3, *self.spec.input_size), np.float32)
+        for i, item in enumerate(items):
+            out[i] = normalize(self._pixels(item), self.spec)
+        return out
+
+    def _as_list(self, images: Any) -> list[Any]:
+        if isinstance(images, np.ndarray):
+            if images.ndim == 4:
+                return list(images)
+            return [images]
+        if isinstance(images, (str, Path)) or hasattr(images, "convert"):
+            return [images]
+        if isinstance(images, Sequence):
+            return list(images)
+        raise InputError(f"predict() takes uint8 HWC arrays, PIL images or file paths, not {type(images).__name__}")
+
+    def _pixels(self, item: Any) -> np.ndarray:
+        """One image -> (H, W, 3) uint8 at the model's input size."""
+        from PIL import Image
+
+        if isinstance(item, (str, Path)):
+            return resize_and_crop(load_image(item), self.spec)
+        if hasattr(item, "convert"):  # PIL image
+            from vitedge.calib.images import to_rgb
+
+            return resize_and_crop(to_rgb(item), self.spec)
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8:
+                raise InputError(f"image arrays must be uint8 (0-255) HWC, got dtype {item.dtype}; "
+                                 "convert with (x * 255).round().astype(np.uint8) if it is 0-1 float")
+            if item.ndim == 2:
+                item = np.repeat(item[..., None], 3, axis=2)
+            if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
+                raise InputError(f"image array has shape {item.shape}; expected HWC with 1, 3 or 4 channels "
+                                 "(channels last, RGB)")
+            if item.shape[2] == 1:
+                item = np.repeat(item, 3, axis=2)
+            if item.shape[2] == 4:
+                item = item[..., :3]  # drop alpha, like the file loader
+            if item.shape[0] < 1 or item.shape[1] < 1:
+                raise InputError(f"image array of shape {item.shape} is empty")
+            return resize_and_crop(Image.fromarray(np.ascontiguousarray(item), "RGB"), self.spec)
+        raise InputError(f"unsupported image type {type(item).__name__}")
+
+    # -- inference -------------------------------------------------------------------------------
+    def logits(self, images: Any) -> np.ndarray:
+        """(N, num_classes) raw logits for `images`."""
+        x = self.preprocess(images)
+        parts = []
+        step = self._max_batch
+        for i in range(0, len(x), step):
+            chunk = x[i : i + step]
+            n = len(chunk)
+            if self._fixed_batch and n < self._fixed_batch:
+                chunk = np.concatenate([chunk, np.zeros((self._fixed_batch - n, *chunk.shape[1:]), np.float32)])
+            feed = {self._input.name: np.ascontiguousarray(chunk)}
+            if self._lock is not None:
+                with self._lock:
+                    out = self._runner.infer(feed)
+            else:
+                out = self._runner.infer(feed)
+            parts.append(next(iter(out.values()))[:n])
+        return np.concatenate(parts)
+
+    def predict(self, images: Any, top_k: int = 5, return_logits: bool = False) -> Prediction | list[Prediction]:
+        """Top-k classes and probabilities; one Prediction for one image, a list for a batch."""
+        single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+        if top_k < 1:
+            raise InputError("top_k must be >= 1")
+        z = self.logits(images)
+        p = _softmax(z)
+        k = min(top_k, z.shape[1])
+        results = []
+        for row_z, row_p in zip(z, p, strict=True):
+            idx = np.argsort(-row_p, kind="stable")[:k]
+            results.append(Prediction([self.classes[i] for i in idx], [float(row_p[i]) for i in idx],
+                                      [int(i) for i in idx], row_z.copy() if return_logits else None))
+        return results[0] if single else results
+
+    def close(self) -> None:
+        self._runner.deactivate()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.manifest.bundle}, target={self.manifest.target}, runtime={self.manifest.runtime}, "
+                f"{len(self.classes)} classes, input {self.spec.input_size})")

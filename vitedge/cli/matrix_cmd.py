@@ -1,0 +1,158 @@
+"""`vitedge matrix` and `vitedge verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vitedge.cli.common import (
+    ArchOpt,
+    ClassesOpt,
+    ImgSizeOpt,
+    NumClassesOpt,
+    RandomInitOpt,
+    WeightsOpt,
+    console,
+    load_model_from_cli,
+)
+from vitedge.cli.main import app
+from vitedge.errors import ParityError, UsageError
+
+
+def default_targets() -> list[str]:
+    """Every target that can run (or, for TensorRT, be prepared as a kit) on this machine."""
+    from vitedge.targets.registry import get_target, list_targets
+
+    return [t for t in list_targets() if not get_target(t).missing() and not t.startswith("test-")]
+
+
+@app.command("matrix")
+def matrix_command(
+    model: Annotated[str | None, typer.Argument(help="Model as for `vitedge export` (omit with --merge).", show_default=False)] = None,
+    targets: Annotated[str | None, typer.Option(help="Comma-separated targets (default: every target available here).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Matrix directory (cells/, bundles/, matrix.md/json, pareto.png).")] = Path("vitedge-matrix"),
+    merge_from: Annotated[list[Path] | None, typer.Option("--merge", help="Merge cells from these matrix dirs / cell files into --out (repeatable).")] = None,
+    arch: ArchOpt = None,
+    weights: WeightsOpt = None,
+    classes: ClassesOpt = None,
+    random_init: RandomInitOpt = False,
+    img_size: ImgSizeOpt = None,
+    num_classes: NumClassesOpt = None,
+    calib: Annotated[str | None, typer.Option(help="Calibration data for INT8 targets (default synthetic for shapes10 models).")] = None,
+    num_calib: Annotated[int, typer.Option(help="Calibration samples.")] = 300,
+    eval_data: Annotated[str, typer.Option("--eval", help="Labelled images: 'synthetic' or DIR.")] = "synthetic",
+    eval_n: Annotated[int | None, typer.Option(help="Seeded subset of N eval images.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for every runner (default: all cores).")] = None,
+    batch_sweep: Annotated[str, typer.Option(help="Batch sizes for the side-by-side latency, e.g. 1,8.")] = "1",
+    bench_budget: Annotated[float, typer.Option(help="Seconds of side-by-side timing per batch size.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Export MODEL to many targets and compare them side by side: table, JSON and Pareto plot."""
+    from vitedge.matrix.merge import merge, read_cells
+
+    if merge_from:
+        if model is not None:
+            raise UsageError("--merge combines existing cells; do not also give a MODEL")
+        written = merge(read_cells(list(merge_from)), out)
+        _print_table(written["json"])
+        console.print(f"wrote {', '.join(str(p) for p in written.values())}")
+        return
+    if model is None:
+        raise UsageError("give a MODEL to run the matrix, or --merge DIR to combine existing cells")
+    import tempfile
+
+    from vitedge.cli.export_cmd import calibration_for
+    from vitedge.export.onnx_export import ExportConfig
+    from vitedge.matrix.cells import run_cell, time_side_by_side
+    from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork
+    from vitedge.runtimes.base import default_threads
+    from vitedge.targets.registry import get_target
+
+    names = [t.strip() for t in targets.split(",") if t.strip()] if targets else default_targets()
+    for t in names:
+        get_target(t)  # unknown names fail before any work
+    try:
+        batches = tuple(int(b) for b in batch_sweep.split(","))
+    except ValueError:
+        raise UsageError(f"--batch-sweep {batch_sweep!r}: expected integers like 1,8") from None
+    if not batches or min(batches) < 1:
+        raise UsageError("--batch-sweep sizes must be >= 1")
+    loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
+    calibration = None
+    if any(get_target(t).needs_calibration for t in names):
+        from vitedge.calib import synthetic
+
+        if calib is not None or loaded.card.classes == synthetic.CLASSES:
+            calibration = calibration_for(next(get_target(t) for t in names if get_target(t).needs_calibration),
+                                          loaded.card, calib, num_calib, seed)
+    n_threads = threads or default_threads()
+    request = ExportRequest(target=names[0], out=out, export=ExportConfig(), eval_data=eval_data, eval_n=eval_n,
+                            seed=seed, threads=n_threads, calibration=calibration,
+                            bench=BenchConfig(warmup=5, min_runs=10, budget_s=1.0))
+    out.mkdir(parents=True, exist_ok=True)
+    cells = []
+    with tempfile.TemporaryDirectory(prefix="vitedge-matrix-") as tmp:
+        shared = SharedWork(Path(tmp))
+        for i, t in enumerate(names, 1):
+            console.print(f"[bold]matrix[/] {i}/{len(names)}: {loaded.card.arch} -> {t}")
+            from dataclasses import replace
+
+            cells.append(run_cell(loaded, replace(request, target=t), out, shared))
+    time_side_by_side(loaded, cells, out, n_threads, batches, bench_budget)
+    written = merge(read_cells([out]), out)
+    _print_table(written["json"])
+    console.print(f"wrote {', '.join(str(p) for p in written.values())}")
+    if not any(c.get("passed") for c in cells):
+        raise ParityError("no target passed its parity gate; see matrix.md")
+
+
+def _print_table(json_path: Path) -> None:
+    import json
+
+    rows = json.loads(json_path.read_text())["rows"]
+    multi = len({r["model"] for r in rows}) > 1
+    table = Table(title="vitedge matrix" + ("" if multi else f": {rows[0]['model']}"))
+    cols = ("model",) * multi + ("target", "status", "MB", "acc", "delta", "cos min", "agree", "p50 ms", "x torch")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "target", "status") else "right")
+
+    def f(v, spec):  # type: ignore[no-untyped-def]
+        return "-" if v is None else format(v, spec)
+
+    for r in rows:
+        status = "error" if r["error"] else r["status"].replace("kit only, predicted", "kit (pred.)")
+        table.add_row(*((r["model"],) if multi else ()), r["target"], status, f(r["size_mb"], ".1f"), f(r["accuracy"], ".2%"),
+                      f(r["delta_pts"], "+.2f"), f(r["cosine_min"], ".4f"), f(r["top1_agreement"], ".1%"),
+                      f(r["p50_ms"], ".3f"), f(r["speedup_vs_pytorch"], ".2f"))
+    console.print(table)
+    for r in rows:
+        if r["error"]:
+            console.print(f"[red]{r['target']}[/]: {r['error']}")
+
+
+@app.command("verify")
+def verify_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (an export --out).")],
+    threads: Annotated[int | None, typer.Option(help="Runtime threads.")] = None,
+) -> None:
+    """Re-verify a bundle on this device: checksums, then parity against the shipped reference outputs."""
+    from vitedge.bundle.verify import verify_bundle
+
+    result = verify_bundle(bundle, threads)
+    table = Table(title=f"verify {bundle} ({result.target} on {result.runtime})")
+    for col in ("outputs", "max abs", "cosine min", "top-1 vs torch", "same top-1 as at export"):
+        table.add_column(col, justify="left" if col == "outputs" else "right")
+    for key, row in result.sets.items():
+        same = row.get("same_top1_as_export")
+        table.add_row(key, f"{row['max_abs']:.3g}", f"{row['cosine_min']:.6f}", f"{row['top1_agreement']:.0%}",
+                      "-" if same is None else f"{same:.0%}")
+    if result.sets:
+        console.print(table)
+    if result.integrity:
+        raise ParityError(f"{bundle}: integrity check failed: {'; '.join(result.integrity[:3])}")
+    if result.failures:
+        raise ParityError(f"{bundle}: re-verification failed: {'; '.join(result.failures[:3])}")
+    console.print(f"[green]verified[/]: {len(result.sets)} output set(s) match the reference; all checksums match")

@@ -1,0 +1,155 @@
+"""Matrix cells: one target of one model, run as an independent step that writes one JSON file.
+
+A cell is the export pipeline for one target (bundle in `DIR/bundles/<target>/`) plus a
+`DIR/cells/<model>--<target>.json` summary. Cells do not know about each other, so a user with
+many models or devices can fan them out with any scheduler (a CI matrix, Ray, a batch system)
+by running `vitedge matrix MODEL --targets T --out DIR` per cell, and merge the JSON files
+afterwards (`vitedge matrix --merge DIR...`). A failing target becomes a cell with its error.
+
+When several cells run in one process, `time_side_by_side` re-times all of them (and the
+PyTorch reference) interleaved in one run, so the table's latency ratios are side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge import __version__
+from vitedge.bench.latency import time_calls_with_progress
+from vitedge.errors import VitedgeError
+from vitedge.fsutil import atomic_file
+from vitedge.models.resolve import LoadedModel
+from vitedge.pipeline import (
+    ExportReport,
+    ExportRequest,
+    SharedWork,
+    export_target,
+    open_artifact_runner,
+)
+from vitedge.progress import stderr_console
+from vitedge.runtimes.base import default_threads
+from vitedge.runtimes.torch_runner import TorchRunner
+from vitedge.sysinfo import system_info
+
+CELL_FORMAT = "vitedge-matrix-cell"
+
+
+def cell_name(model: str, target: str) -> str:
+    return f"{model.replace(':', '-').replace('/', '-')}--{target}"
+
+
+def _cell_from_report(report: ExportReport, bundle: Path, out: Path) -> dict[str, Any]:
+    d = report.to_dict()
+    predicted = bool(report.artifact.predicted_by)
+    status = "passed" if report.passed else "failed"
+    if predicted:
+        status = "kit only, predicted" if report.passed else "kit only, predicted: failed"
+    lat = d["latency_ms"]
+    return {
+        "status": status,
+        "passed": report.passed,
+        "predicted_by": report.artifact.predicted_by,
+        "bundle": str(bundle.relative_to(out)),
+        "precision": report.precision,
+        "runtime": report.artifact.runtime,
+        "size_mb": report.artifact_bytes / 1e6,
+        "accuracy": d["accuracy"],
+        "parity": {k: d["parity"][k] for k in ("max_abs", "cosine_min", "cosine_mean", "top1_agreement")},
+        "failures": [c.describe() for c in report.parity.failures()],
+        # The cell's own timing (artifact vs reference in the same cell run); a CPU stand-in's
+        # latency says nothing about TensorRT, so predicted cells carry none.
+        "latency_ms": None if predicted else {"p50": lat["artifact"]["p50"], "p90": lat["artifact"]["p90"],
+                                               "p99": lat["artifact"]["p99"], "batch": lat["artifact"]["batch"],
+                                               "reference_p50": lat["reference"]["p50"],
+                                               "speedup_vs_pytorch": d["speedup_vs_reference"],
+                                               "measured": "in its own cell run"},
+        "notes": d["notes"],
+    }
+
+
+def run_cell(loaded: LoadedModel, request: ExportRequest, out: Path, shared: SharedWork | None = None) -> dict[str, Any]:
+    """Export one target into `out/bundles/<target>` and write its cell JSON; never raises for
+    a failing target (the error is the cell's content)."""
+    bundle = out / "bundles" / request.target
+    cell: dict[str, Any] = {
+        "format": CELL_FORMAT, "format_version": 1, "vitedge_version": __version__,
+        "model": loaded.card.arch, "model_source": loaded.card.source, "target": request.target,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "system": system_info(),
+        "threads": request.threads or default_threads(),
+    }
+    try:
+        report = export_target(loaded, replace(request, out=bundle, force=True), shared)
+        cell.update(_cell_from_report(report, bundle, out))
+    except (VitedgeError, Exception) as e:  # one failing target is a row, not a crash
+        cell.update({"status": "error", "passed": False, "error": f"{type(e).__name__}: {e}".splitlines()[0][:400],
+                     "traceback": traceback.format_exc(limit=5) if not isinstance(e, VitedgeError) else None})
+        stderr_console.print(f"[red]{request.target}: {cell['error']}[/]")
+    write_cell(out, cell)
+    return cell
+
+
+def write_cell(out: Path, cell: dict[str, Any]) -> Path:
+    path = out / "cells" / f"{cell_name(cell['model'], cell['target'])}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(cell, indent=2, default=str) + "\n")
+    return path
+
+
+def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Path, threads: int,
+                      batches: tuple[int, ...], budget_s: float) -> None:
+    """Re-time every runnable cell and the PyTorch reference interleaved in one run (per batch
+    size); store the result in each cell as `latency_ms` (batch 1) and `batch_sweep`."""
+    from vitedge.bundle.manifest import read_manifest
+    from vitedge.targets.registry import Artifact
+
+    runners = {}
+    for cell in cells:
+        if cell.get("status") not in ("passed", "failed") or not cell.get("bundle"):
+            continue
+        m = read_manifest(out / cell["bundle"])
+        art = Artifact(m.data["artifact"]["file"], [], m.runtime, m.runner_options)
+        runners[cell["target"]] = open_artifact_runner(m.bundle, art, threads)
+    if not runners:
+        return
+    h, w = loaded.card.preprocess.input_size
+    reference = TorchRunner(loaded.module, (3, h, w), threads=threads)
+    all_runners = {"PyTorch (reference)": reference, **runners}
+    for r in all_runners.values():
+        r.activate()
+    try:
+        sweep: dict[str, dict[int, Any]] = {}
+        for b in batches:
+            x = np.random.default_rng(b).standard_normal((b, 3, h, w)).astype(np.float32)
+            usable = {k: r for k, r in all_runners.items() if (r.max_batch() or b) >= b and
+                      (not isinstance(r.inputs()[0].shape[0], int) or r.inputs()[0].shape[0] == b)}
+            calls = {k: (lambda r=r, x=x: r.infer({r.inputs()[0].name: x})) for k, r in usable.items()}
+            stats = time_calls_with_progress(calls, b, f"matrix: {len(calls)} runners side by side, batch {b}",
+                                             budget_s=budget_s)
+            for k, st in stats.items():
+                sweep.setdefault(k, {})[b] = st
+    finally:
+        for r in all_runners.values():
+            r.deactivate()
+    ref = sweep["PyTorch (reference)"]
+    for cell in cells:
+        if cell["target"] not in sweep:
+            continue
+        own = sweep[cell["target"]]
+        first = batches[0]
+        if first in own:
+            cell["latency_ms"] = {"p50": own[first].p50, "p90": own[first].p90, "p99": own[first].p99,
+                                  "batch": first, "reference_p50": ref[first].p50,
+                                  "speedup_vs_pytorch": ref[first].p50 / own[first].p50,
+                                  "measured": f"side by side with {len(sweep) - 1} runners, one run"}
+        cell["batch_sweep"] = {str(b): {"p50": st.p50, "p90": st.p90, "throughput": st.throughput,
+                                        "speedup_vs_pytorch": ref[b].p50 / st.p50 if b in ref else None}
+                               for b, st in own.items()}
+        write_cell(out, cell)
