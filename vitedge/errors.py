@@ -64,8 +64,12 @@ class ExportError(VitedgeError):
     kind = "export failed"
 
 
-class Interrupted(VitedgeError):
-    """SIGINT/SIGTERM arrived; partial output was removed (exit 130)."""
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived; partial output was removed (exit 130).
+
+    A BaseException, like KeyboardInterrupt, so that libraries' `except Exception` blocks (the
+    ONNX exporter has several) cannot swallow it; unlike KeyboardInterrupt, click does not turn
+    it into a silent exit, so the CLI can say what happened."""
 
     exit_code = 130
     kind = "interrupted"

@@ -66,6 +66,8 @@ class ExportRequest:
     calibration: Any = None  # a CalibrationSet for targets that need one
     options: dict[str, Any] = field(default_factory=dict)  # target-specific options
     parity_batch: int = 32
+    budget: Any = None  # vitedge.fallback.Budget: accuracy-aware fallback for INT8/FP16 targets
+    fallback_n: int = 1000  # search-set images (shapes10 val, or half of an --eval folder)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class ExportReport:
     system: dict[str, Any]
     notes: list[str]
     calibration: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -124,6 +127,7 @@ class ExportReport:
             "export": self.export_info,
             "details": self.artifact.details,
             "calibration": self.calibration,
+            "fallback": self.fallback,
             "model": {"arch": self.card.arch, "source": self.card.source,
                       "input_size": list(self.card.preprocess.input_size),
                       "classes": len(self.card.classes)},
@@ -133,7 +137,7 @@ class ExportReport:
         }
 
 
-def parity_inputs(card: ModelCard, request: ExportRequest) -> ParityInputs:
+def parity_inputs(card: ModelCard, request: ExportRequest, exclude: frozenset[str] = frozenset()) -> ParityInputs:
     """Seeded random tensors in the model's value range, plus real preprocessed images."""
     spec = card.preprocess
     h, w = spec.input_size
@@ -149,9 +153,40 @@ def parity_inputs(card: ModelCard, request: ExportRequest) -> ParityInputs:
         sets["images"] = data.as_inputs(spec)
         return ParityInputs(sets, None, data.description, [note])
     held_out = frozenset(request.calibration.excluded_from_eval) if request.calibration else frozenset()
+    held_out |= frozenset(exclude)
     data = eval_data(request.eval_data, spec, card.classes, request.eval_n, request.seed, held_out)
     sets["images"] = data.as_inputs(spec)
     return ParityInputs(sets, np.asarray(data.labels), data.description, [])
+
+
+@dataclass
+class SearchSet:
+    """Held-out labelled images the accuracy-aware fallback searches on (never the report's)."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    description: str
+    paths: frozenset[str]  # folder images used here, excluded from the final accuracy check
+
+
+def search_set(card: ModelCard, request: ExportRequest) -> SearchSet:
+    from vitedge.calib.datasets import folder_images
+    from vitedge.calib.folder import scan_folder
+
+    spec = card.preprocess
+    if request.eval_data == SYNTHETIC:
+        if card.classes != synthetic.CLASSES:
+            raise UsageError("--max-drop needs labelled images for this model: pass --eval DIR")
+        data = synthetic_split("val", spec, request.fallback_n, request.seed)
+        return SearchSet(data.as_inputs(spec), np.asarray(data.labels), data.description + " (search set)", frozenset())
+    folder = scan_folder(request.eval_data, labelled=True)
+    calib = set(request.calibration.excluded_from_eval) if request.calibration else set()
+    pool = [i for i, p in enumerate(folder.paths) if str(p) not in calib]
+    rng = np.random.default_rng(request.seed + 1)
+    half = sorted(rng.permutation(pool)[: max(1, min(request.fallback_n, len(pool) // 2))].tolist())
+    data = folder_images(folder, spec, card.classes, np.asarray(half, np.int64))
+    return SearchSet(data.as_inputs(spec), np.asarray(data.labels), data.description + " (search half)",
+                     frozenset(str(folder.paths[i]) for i in half))
 
 
 def run_batched(runner: Runner, x: np.ndarray, batch: int, static_batch: int | None = None) -> dict[str, np.ndarray]:
@@ -237,12 +272,13 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
     t0 = time.perf_counter()
     card = loaded.card
     tolerance = tolerance_for(target.precision, **request.tolerance)
-    # Read the eval data before any work is written.
-    if shared is not None and shared.inputs is not None:
+    # Read the eval data (and the fallback's search set) before any work is written.
+    search = search_set(card, request) if request.budget is not None else None
+    if shared is not None and shared.inputs is not None and search is None:
         inputs = shared.inputs
     else:
-        inputs = parity_inputs(card, request)
-        if shared is not None:
+        inputs = parity_inputs(card, request, search.paths if search else frozenset())
+        if shared is not None and search is None:
             shared.inputs = inputs
 
     with atomic_dir(request.out, force=request.force) as bundle, \
@@ -253,8 +289,19 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             export_info = (shared.onnx(loaded, request.export, work_dir) if shared
                            else _export(loaded, request.export, work_dir))
         ctx = BuildContext(loaded=loaded, bundle_dir=bundle, work_dir=work_dir, onnx=export_info,
-                           calibration=request.calibration, options=dict(request.options), threads=threads)
+                           calibration=request.calibration, options=dict(request.options), threads=threads,
+                           search=search, budget=request.budget)
         artifact = target.build(ctx)
+        fallback = None
+        if search is not None and not artifact.details.get("accuracy_control"):
+            from vitedge.fallback import run_fallback
+
+            with TorchRunner(loaded.module, (3, *card.preprocess.input_size), threads=threads) as ref_runner:
+                ref_logits = next(iter(run_batched(ref_runner, search.x, request.parity_batch).values()))
+            artifact, fb = run_fallback(
+                target, ctx, artifact, request.budget, search.x, search.labels, ref_logits, search.description,
+                lambda d, a: open_artifact_runner(d, a, threads), request.parity_batch)
+            fallback = fb.to_dict()
 
         static = request.export.static_batch
         shape = (3, *card.preprocess.input_size)
@@ -283,6 +330,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             export_info=export_info.to_dict() if export_info else None, artifact_bytes=artifact_bytes,
             seconds=time.perf_counter() - t0, card=card, system=system_info(), notes=[],
             calibration=request.calibration.provenance() if request.calibration and target.needs_calibration else None,
+            fallback=fallback or artifact.details.get("accuracy_control"),
         )
         if artifact.predicted_by:
             report.notes.append(f"latency is of the CPU stand-in ({artifact.predicted_by}), not of TensorRT")

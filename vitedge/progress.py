@@ -6,6 +6,7 @@ written to stdout stay clean; no bar is drawn when stderr is not a terminal.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -21,7 +22,8 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-stderr_console = Console(stderr=True)
+# Logs get 120 columns (rich wraps at 80 when stderr is not a terminal).
+stderr_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def make_progress(*extra_columns: TextColumn) -> Progress:

@@ -140,15 +140,23 @@ def read_manifest(bundle: str | Path) -> Manifest:
     if digest is not None and digest != manifest_digest(data):
         raise InputError(f"{path}: manifest was edited after export (its sha256 does not match); "
                          "re-export the bundle or restore the original manifest.json")
-    for key in ("target", "runtime", "precision", "artifact", "card", "input", "files"):
+    for key, kind in (("target", str), ("runtime", str), ("precision", str), ("artifact", dict), ("card", dict),
+                      ("input", dict), ("files", dict)):
         if key not in data:
             raise InputError(f"{path}: manifest lacks {key!r}")
+        if not isinstance(data[key], kind):
+            raise InputError(f"{path}: manifest field {key!r} should be a {kind.__name__}")
+    for name, entry in data["files"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)):
+            raise InputError(f"{path}: manifest file entry {name!r} lacks bytes/sha256")
     try:
         ModelCard.from_dict(data["card"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{path}: manifest has a broken model card ({e})") from None
-    if not isinstance(data["artifact"], dict) or "file" not in data["artifact"]:
+    if not isinstance(data["artifact"].get("file"), str):
         raise InputError(f"{path}: manifest artifact entry lacks 'file'")
+    if not isinstance(data["artifact"].get("runner_options", {}), dict):
+        raise InputError(f"{path}: manifest runner options should be a mapping")
     name = str(data["artifact"]["file"])
     if Path(name).is_absolute() or ".." in Path(name).parts:
         raise InputError(f"{path}: artifact path {name!r} leaves the bundle directory")

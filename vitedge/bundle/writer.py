@@ -80,6 +80,23 @@ def render_markdown(d: dict[str, Any]) -> str:
     if acc.get("n"):
         lines += ["", f"Accuracy on {acc['data']}: reference {acc['reference']:.2%}, artifact "
                       f"{acc['artifact']:.2%} ({acc['delta_pts']:+.2f} pts)."]
+    fb = d.get("fallback")
+    if fb and fb.get("steps"):
+        lines += ["", f"## Accuracy-aware fallback ({fb['budget_text']})", "",
+                  f"Searched on {fb['search_data']}; budget {'met' if fb['met'] else '**not met**'}. "
+                  f"{fb['kept_count']} of {fb['total_layers']} reduced-precision layers moved back to higher "
+                  "precision (most sensitive first, rank-then-bisect):", ""]
+        lines += [f"- `{k['label']}` ({k['op']}; {k['evidence']})" for k in fb["kept_high_precision"]]
+        lines += ["", "| layers kept high | accuracy | drop pts | mean cosine | budget |", "|---|---|---|---|---|"]
+        lines += [f"| {st['kept']} | {st['accuracy']:.2%} | {st['drop_pts']:+.2f} | {st['cosine_mean']:.5f} | "
+                  f"{'met' if st['met'] else 'missed'} |" for st in fb["steps"]]
+        if fb.get("latency_ms"):
+            lm = fb["latency_ms"]
+            lines.append(f"\nLatency cost (p50, side by side): all reduced {lm['all_reduced_p50']:.3f} ms -> "
+                         f"final {lm['final_p50']:.3f} ms ({lm['cost_ratio']:.2f}x).")
+    elif fb and fb.get("method"):
+        lines += ["", f"## Accuracy control ({fb['method']}, {fb['budget_text']})", "",
+                  f"{fb['kept_count']} op(s) kept in float: " + ", ".join(f"`{k}`" for k in fb["kept_high_precision"])]
     ref, art = lat["reference"], lat["artifact"]
     lines += [
         "", "## Latency (batch {b}, {t} threads, interleaved, {n} timed runs each)".format(

@@ -45,7 +45,10 @@ def scan_folder(root: str | Path, *, labelled: bool | None = None) -> ImageFolde
         raise InputError(f"{root}: no such folder")
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (expected ROOT/<class>/<image> or ROOT/<image>)")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except PermissionError:
+        raise InputError(f"{root}: permission denied; make the folder readable") from None
     if labelled is None:
         labelled = bool(subdirs)
     if labelled:

@@ -19,9 +19,9 @@ from vitedge.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
-# Refuse images whose decoded size would exhaust memory; Pillow's own limit (~179 Mpx) is
-# enforced as an error too, but with its own message.
-MAX_PIXELS = 100_000_000
+# Refuse images whose decoded size could exhaust memory: Pillow's decompression-bomb threshold
+# (89,478,485 pixels, ~256 MB RGB), enforced as an error rather than Pillow's warning.
+MAX_PIXELS = 89_478_485
 
 
 def to_rgb(image: Any) -> Any:
@@ -60,10 +60,7 @@ def load_image(path: str | os.PathLike[str]) -> Any:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 if im.width * im.height > MAX_PIXELS:
-                    raise InputError(
-                        f"{p}: image is {im.width}x{im.height} pixels, over the "
-                        f"{MAX_PIXELS:,}-pixel limit; downscale it first"
-                    )
+                    raise _too_large(p, im.width * im.height)
                 im.load()
                 return to_rgb(im)
     except InputError:
@@ -77,11 +74,19 @@ def load_image(path: str | os.PathLike[str]) -> Any:
     except UnidentifiedImageError:
         raise InputError(f"{p}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"{p}: image too large to decode safely ({e})") from None
+        import re
+
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(p, int(n.group(1)) if n else None) from None
     except (OSError, SyntaxError, ValueError) as e:
         # Truncated / corrupt files surface as OSError ("image file is truncated") or
         # SyntaxError (broken PNG chunks) from Pillow's decoders.
         raise InputError(f"{p}: corrupt or truncated image ({e})") from None
+
+
+def _too_large(p: Path, pixels: int | None) -> InputError:
+    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+    return InputError(f"{p}: image has {size}, over the {MAX_PIXELS:,}-pixel safety limit; downscale it first")
 
 
 def is_image_file(path: Path) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vitedge.cli.common import (
@@ -67,7 +68,18 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[yellow]parity predicted on CPU by {report.artifact.predicted_by}; engine not built[/]")
         console.print(f"build kit in {report.out}: KIT.md, build_engine.py, trtexec.sh, verify_engine.py")
     for note in d["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
+    fb = d.get("fallback")
+    if fb and fb.get("steps") and len(fb["steps"]) > 1:
+        b, a = fb["before"], fb["after"]
+        console.print(f"accuracy-aware fallback ({fb['budget_text']}, on {fb['search_data']}): "
+                      f"{fb['kept_count']} of {fb['total_layers']} layers kept in higher precision; drop "
+                      f"{b['drop_pts']:.2f} -> {a['drop_pts']:.2f} pts; latency x{fb['latency_ms'].get('cost_ratio', 1):.2f}")
+        for k in fb["kept_high_precision"]:
+            console.print(f"  kept: {escape(k['label'])} ({k['op']}; {k['evidence']})")
+    elif fb and fb.get("method"):
+        console.print(f"NNCF accuracy control ({fb['budget_text']}): {fb['kept_count']} op(s) kept in float: "
+                      f"{escape(', '.join(fb['kept_high_precision'][:8]))}")
     for c in report.parity.failures():
         console.print(f"[red]parity failed:[/] {c.describe()}")
 
@@ -157,6 +169,10 @@ def export_command(
     hardware_compatible: Annotated[bool, typer.Option(help="TensorRT Ampere+ hardware-compatible engine.", rich_help_panel="TensorRT")] = False,
     trt_major: Annotated[str, typer.Option(help="TensorRT major version the lint checks against: 10 | 11.", rich_help_panel="TensorRT")] = "10",
     require_engine: Annotated[bool, typer.Option(help="Fail (exit 5) when no engine can be built here, instead of writing a kit.", rich_help_panel="TensorRT")] = False,
+    max_drop: Annotated[float | None, typer.Option(help="Accuracy budget (pts on held-out labelled data): keep the most sensitive layers in higher precision until it holds.", rich_help_panel="Accuracy-aware fallback")] = None,
+    min_cosine: Annotated[float | None, typer.Option(help="Budget on the mean logit cosine vs PyTorch (alternative or addition to --max-drop).", rich_help_panel="Accuracy-aware fallback")] = None,
+    fallback_n: Annotated[int, typer.Option(help="Images in the fallback's search set (shapes10 val, or half of --eval DIR).", rich_help_panel="Accuracy-aware fallback")] = 1000,
+    ov_accuracy_control: Annotated[bool, typer.Option(help="ov-int8: use NNCF's quantize_with_accuracy_control instead of vitedge's search.", rich_help_panel="Accuracy-aware fallback")] = False,
 ) -> None:
     """Export MODEL to a target, check parity with PyTorch, time it, and write a bundle."""
     from vitedge.auto import AUTO_TARGETS
@@ -173,6 +189,19 @@ def export_command(
     if threads is not None and threads < 1:
         raise UsageError("--threads must be >= 1")
     export_cfg = ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter)
+    budget = None
+    if max_drop is not None or min_cosine is not None:
+        from vitedge.fallback import FALLBACK_OPTION, Budget
+
+        budget = Budget(max_drop=max_drop, min_cosine=min_cosine)
+        if not is_auto and target not in FALLBACK_OPTION:
+            raise UsageError(f"--max-drop/--min-cosine apply to {', '.join(FALLBACK_OPTION)}; {target} has no "
+                             "reduced-precision layers to move back")
+        # The budget is also the parity gate, so the report and the search agree.
+        max_accuracy_drop = max_drop if max_accuracy_drop is None else max_accuracy_drop
+        cosine_mean = min_cosine if cosine_mean is None else cosine_mean
+    if ov_accuracy_control and max_drop is None:
+        raise UsageError("--ov-accuracy-control needs --max-drop")
     if ov_bias_correction not in ("fast", "full"):
         raise UsageError("--ov-bias-correction must be fast or full")
     options = {
@@ -184,7 +213,7 @@ def export_command(
         "trt_min_batch": min_batch, "trt_opt_batch": opt_batch, "trt_max_batch": max_batch,
         "trt_workspace_mb": workspace_mb, "trt_optimization_level": trt_opt_level,
         "trt_version_compatible": version_compatible, "trt_hardware_compatible": hardware_compatible,
-        "trt_major": trt_major, "require_engine": require_engine,
+        "trt_major": trt_major, "require_engine": require_engine, "ov_accuracy_control": ov_accuracy_control,
     }
     if trt_major not in ("10", "11"):
         raise UsageError("--trt-major must be 10 or 11")
@@ -208,6 +237,7 @@ def export_command(
                    "top1_agreement": top1_agreement,
                    "max_accuracy_drop": max_accuracy_drop},
         bench=BenchConfig(budget_s=bench_budget), calibration=calibration, options=options,
+        budget=budget, fallback_n=fallback_n,
     )
     if is_auto:
         from vitedge.auto import export_auto
@@ -254,3 +284,42 @@ def lint_command(
         first = next(f for f in findings if f.level == "error")
         raise ExportError(f"{model_file}: {n_err} TensorRT lint error(s); first: {first.node} ({first.op}): "
                           f"{first.message}")
+
+
+@app.command("diagnose")
+def diagnose_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory (an export --out) with an ONNX or OpenVINO artifact.")],
+    model: Annotated[str | None, typer.Option(help="Reference model (default: the bundle's own source).")] = None,
+    n: Annotated[int, typer.Option(help="Images to compare on.")] = 16,
+    top: Annotated[int, typer.Option(help="How many of the most sensitive layers to list.")] = 10,
+    eval_data: Annotated[str, typer.Option("--eval", help="'synthetic' or a labelled folder.")] = "synthetic",
+    out: Annotated[Path | None, typer.Option(help="Write diagnose.md / .json / .png here (default: the bundle).")] = None,
+) -> None:
+    """Per-layer divergence: where the artifact departs from fp32, and which layers cause it."""
+    import json
+
+    from vitedge.diagnose.result import plot_depth
+    from vitedge.diagnose.run import diagnose_bundle
+    from vitedge.errors import UsageError
+
+    if n < 1 or top < 1:
+        raise UsageError("--n and --top must be >= 1")
+    diag = diagnose_bundle(bundle, model, n, eval_data=eval_data)
+    dest = out or bundle
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "diagnose.md").write_text(diag.to_markdown(top))
+    (dest / "diagnose.json").write_text(json.dumps(diag.to_dict(top), indent=2, default=str) + "\n")
+    plot_depth(diag, dest / "diagnose.png")
+    jump = diag.first_jump()
+    table = Table(title=f"most sensitive layers: {diag.artifact}")
+    for col in ("rank", "layer", "op", "layer-alone SQNR dB", "local drop dB", "output SQNR dB"):
+        table.add_column(col, justify="left" if col in ("layer", "op") else "right")
+
+    def f(v):  # type: ignore[no-untyped-def]
+        return "-" if v is None else ("inf" if v == float("inf") else f"{v:.1f}")
+
+    for i, r in enumerate(diag.ranking()[:top], 1):
+        table.add_row(str(i), escape(r.label), r.op, f(r.local_sqnr_db), f(r.local_drop_db), f(r.sqnr_db))
+    console.print(table)
+    console.print(f"first jump: {escape(jump.label) if jump else 'none'}; {diag.method}")
+    console.print(f"wrote {dest / 'diagnose.md'}, {dest / 'diagnose.json'}, {dest / 'diagnose.png'}")

@@ -2,8 +2,8 @@
 
 Error policy (see vitedge.errors): an expected failure prints one line `vitedge: <kind>: <what
 to do>` to stderr and exits with its class's code; `--debug` (anywhere on the line) shows the
-traceback instead. SIGTERM is turned into the same clean-up path as Ctrl-C, so temporary
-outputs are removed and the exit code is 130.
+traceback instead. SIGINT and SIGTERM both raise `Interrupted` in the main thread, so temporary outputs are
+removed on the way out and the exit code is 130.
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ def _cli_errors() -> tuple[type[BaseException], ...]:
 _CLI_ERRORS = _cli_errors()
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted("terminated by SIGTERM; partial output removed")
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Raised as our own error, not KeyboardInterrupt: click turns KeyboardInterrupt into a silent
+    # exit code, and we want the same clean-up and one-line message for Ctrl-C and SIGTERM.
+    name = signal.Signals(signum).name
+    raise Interrupted(f"stopped by {name}; partial output removed, nothing was written")
 
 
 def _err(kind: str, msg: str) -> None:
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     _register_commands()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = app(args=args, prog_name="vitedge", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
@@ -78,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         e.show()
         return int(getattr(e, "exit_code", 2))
+    except Interrupted as e:
+        if debug:
+            raise
+        _err(e.kind, str(e))
+        return e.exit_code
     except (KeyboardInterrupt, typer.Abort):
         if debug:
             raise
@@ -94,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         _err("internal error", f"{type(e).__name__}: {e} (run again with --debug for details)")
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

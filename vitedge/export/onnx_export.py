@@ -95,6 +95,34 @@ def _torchscript(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig, tm
     return onnx.load(str(tmp))
 
 
+MODULE_KEY = "vitedge.module"
+
+
+def _node_modules(model: onnx.ModelProto) -> dict[str, str]:
+    """ONNX node name -> the PyTorch module that produced it, from the dynamo exporter's
+    `pkg.torch.onnx.name_scopes` node metadata (onnxslim drops node metadata, so it is kept
+    here and re-attached as `vitedge.module`; diagnostics use it to name layers)."""
+    import ast
+
+    out = {}
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    scopes = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                if len(scopes) >= 2:
+                    out[node.name] = str(scopes[-2])
+    return out
+
+
+def _tag_modules(model: onnx.ModelProto, modules: dict[str, str]) -> None:
+    for node in model.graph.node:
+        if node.name in modules and not any(p.key == MODULE_KEY for p in node.metadata_props):
+            node.metadata_props.add(key=MODULE_KEY, value=modules[node.name])
+
+
 def _slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
     import onnxslim
 
@@ -135,9 +163,11 @@ def export_onnx(
         finally:
             path.with_suffix(".ts.onnx").unlink(missing_ok=True)
 
+    modules = _node_modules(model)
     slim_info: dict[str, Any] = {}
     if cfg.slim:
         model, slim_info = _slim(model)
+    _tag_modules(model, modules)
     if _weight_bytes(model) < TWO_GB:  # protobuf cannot serialise more in one message
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

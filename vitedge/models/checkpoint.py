@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +69,62 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors or a torch "
             f"state dict ({', '.join(TORCH_SUFFIXES)})"
         )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise InputError(f"{path}: not a readable torch checkpoint (neither a torch zip archive nor a pickle)")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the verdict is ours
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # weights_only=True refuses any global not on torch's allow-list: that is exactly a
-        # file that would execute or construct arbitrary code when unpickled.
-        raise UnsafeInputError(
-            f"{path}: refused, unpickling it would run code or build objects that are not "
-            f"tensors ({_short(e)}); re-save it as a plain state dict or .safetensors"
-        ) from None
+        suspicious = pickle_globals(path)
+        if suspicious:
+            # weights_only=True refused to build these objects: a file that would import and
+            # call them when unpickled normally. Nothing was executed.
+            raise UnsafeInputError(
+                f"{path}: refused, unpickling it would import/call {', '.join(suspicious[:3])}; "
+                "re-save it as a plain state dict or .safetensors"
+            ) from None
+        raise InputError(f"{path}: not a readable torch checkpoint ({_short(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as e:
         raise InputError(f"{path}: not a readable torch checkpoint ({_short(e)})") from None
     return _find_state_dict(obj, path)
+
+
+_SAFE_GLOBAL_PREFIXES = ("torch.", "torch._utils.", "collections.OrderedDict", "_codecs.encode",
+                         "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+                         "numpy.ndarray", "numpy.dtype", "builtins.set", "builtins.frozenset")
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """The non-tensor globals a pickle (or torch zip archive) references, found by reading its
+    opcodes with pickletools - nothing is unpickled or executed."""
+    import pickletools
+    import zipfile
+
+    data: bytes
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+            if name is None:
+                return []
+            data = z.read(name)
+    else:
+        data = path.read_bytes()
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # a malformed pickle: report what was seen before the damage
+        pass
+    return sorted({g for g in found if not g.startswith(_SAFE_GLOBAL_PREFIXES)})
 
 
 def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:

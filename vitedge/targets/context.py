@@ -20,6 +20,8 @@ class BuildContext:
     calibration: Any = None  # vitedge.calib.source.CalibrationSet when the target needs one
     options: dict[str, Any] = field(default_factory=dict)  # target-specific settings
     threads: int = 1
+    search: Any = None  # pipeline.SearchSet for accuracy-aware builds (NNCF accuracy control)
+    budget: Any = None  # fallback.Budget
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)

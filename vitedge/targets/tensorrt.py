@@ -59,14 +59,17 @@ def to_fp16(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
     from vitedge.quiet import quiet
 
     model = onnx.load(str(src))
+    fp32_nodes = list(ctx.option("trt_fp32_nodes", ()))  # accuracy-aware fallback keeps these FP32
     with quiet():  # one warning per weight below fp16's normal range
         fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS,
+                                                node_block_list=fp32_nodes or None,
                                                 min_positive_val=1e-7, max_finite_val=65504.0)
     set_metadata(fp16, ctx.loaded.card, {"vitedge.target": "trt-fp16", "vitedge.precision": "fp16"})
     save_onnx(fp16, dst)
     kept = sorted({n.op_type for n in fp16.graph.node if n.op_type in FP32_OPS})
     casts = sum(1 for n in fp16.graph.node if n.op_type == "Cast")
-    return {"converter": "onnxconverter-common float16 (keep_io_types)", "fp32_ops": kept, "casts": casts}
+    return {"converter": "onnxconverter-common float16 (keep_io_types)", "fp32_ops": kept, "casts": casts,
+            "fp32_nodes": fp32_nodes}
 
 
 def _feed_float_to_other_consumers(model: onnx.ModelProto, compute_ops: tuple[str, ...]) -> int:

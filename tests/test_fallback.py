@@ -1,0 +1,130 @@
+"""Accuracy-aware fallback and per-layer localisation, on a checkpoint that genuinely needs them.
+
+The case: the built-in vit-tiny with function-preserving activation outliers planted in four
+layers (LayerNorm-gain outliers feeding the MLP of blocks 1 and 3; query/key outlier dimensions
+in blocks 2 and 4). Its fp32 accuracy is unchanged, but plain INT8 loses several points.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from vitedge.calib.source import load_calibration
+from vitedge.cli.main import main
+from vitedge.fallback import Budget, FallbackResult, search
+from vitedge.models.checkpoint import save_checkpoint
+from vitedge.models.outliers import inject_outliers
+from vitedge.models.resolve import LoadedModel, load_model
+from vitedge.pipeline import BenchConfig, ExportRequest, export_target
+
+OUTLIERS = [("mlp", 1, [5, 77, 150], 500.0), ("mlp", 3, [12, 99], 500.0),
+            ("qk", 2, [3, 40], 300.0), ("qk", 4, [7, 100], 300.0)]
+INJECTED_ORT = {"blocks.1.mlp.0", "blocks.3.mlp.0", "blocks.2.attn", "blocks.4.attn"}
+FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.3)
+
+
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory):
+    base = load_model("vit-tiny")
+    module = copy.deepcopy(base.module)
+    inject_outliers(module, OUTLIERS)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        assert (module(x) - base.module(x)).abs().max() < 1e-4  # fp32 function unchanged
+    path = tmp_path_factory.mktemp("ckpt") / "vit-outliers.safetensors"
+    save_checkpoint(path, module, base.card.with_(source="outlier test"))
+    return LoadedModel(module.eval(), base.card), path
+
+
+@pytest.fixture(scope="module")
+def calib(outlier_model):
+    return load_calibration("synthetic", outlier_model[0].card.preprocess, 200)
+
+
+@pytest.mark.parametrize("target", ["ort-int8", "ov-int8"])
+def test_plain_int8_misses_and_the_fallback_recovers(tmp_path, outlier_model, calib, target):
+    loaded, _ = outlier_model
+    plain = export_target(loaded, ExportRequest(target=target, out=tmp_path / "plain", calibration=calib,
+                                                eval_n=1000, bench=FAST, tolerance={"max_accuracy_drop": 0.3}))
+    assert plain.to_dict()["accuracy"]["delta_pts"] < -0.3 and not plain.passed  # needs the fallback
+    aware = export_target(loaded, ExportRequest(
+        target=target, out=tmp_path / "aware", calibration=calib, eval_n=1000, bench=FAST, fallback_n=500,
+        budget=Budget(max_drop=0.3), tolerance={"max_accuracy_drop": 0.3}))
+    d = aware.to_dict()
+    fb = d["fallback"]
+    assert aware.passed and d["accuracy"]["delta_pts"] >= -0.3  # on held-out test data, not the search set
+    assert fb["met"] and fb["before"]["drop_pts"] > 0.3 and fb["after"]["drop_pts"] <= 0.3
+    assert 0 < fb["kept_count"] <= fb["total_layers"] // 4  # most layers stay INT8
+    assert fb["latency_ms"]["final_p50"] > 0 and "cost_ratio" in fb["latency_ms"]
+    assert len(fb["steps"]) <= 2 + 2 * fb["total_layers"].bit_length()  # bisection, not a scan
+    md = (tmp_path / "aware" / "report.md").read_text()
+    assert "Accuracy-aware fallback" in md and fb["kept_high_precision"][0]["label"] in md
+    if target == "ort-int8":
+        assert {k["module"] for k in fb["kept_high_precision"]} <= INJECTED_ORT
+
+
+def test_diagnose_pinpoints_the_injected_layers(tmp_path, outlier_model, calib, capsys):
+    loaded, ckpt = outlier_model
+    export_target(loaded, ExportRequest(target="ort-int8", out=tmp_path / "b", calibration=calib, eval_n=100,
+                                        bench=FAST))
+    assert main(["diagnose", str(tmp_path / "b"), "--model", str(ckpt), "--n", "16"]) == 0
+    diag = json.loads((tmp_path / "b" / "diagnose.json").read_text())
+    top3 = [next(r["module"] for r in diag["rows"] if r["label"] == label) for label in diag["top"][:3]]
+    assert set(top3) <= INJECTED_ORT, top3
+    assert diag["first_jump"] and diag["first_jump"].startswith("blocks.1.mlp.0")  # the first injected layer
+    assert (tmp_path / "b" / "diagnose.png").stat().st_size > 10_000
+    assert "Top 10 most sensitive layers" in (tmp_path / "b" / "diagnose.md").read_text()
+
+
+def test_fp16_fallback_keeps_layers_in_fp32_and_reports_an_unmet_budget(tmp_path, capsys):
+    import onnx
+
+    from vitedge.export.onnx_export import export_onnx
+    from vitedge.targets.context import BuildContext
+    from vitedge.targets.tensorrt import to_fp16
+
+    # The mechanism: the layers the search names are converted to FP32, the rest stay FP16.
+    loaded = load_model("vit-tiny")
+    info = export_onnx(loaded.module, loaded.card, tmp_path / "m.onnx")
+    keep = ["node_MatMul_98", "node_MatMul_180"]
+    ctx = BuildContext(loaded=loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=info,
+                       options={"trt_fp32_nodes": tuple(keep)})
+    to_fp16(tmp_path / "m.onnx", tmp_path / "m16.onnx", ctx)
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "m16.onnx")))
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.name in keep:
+            assert types[node.output[0]] == onnx.TensorProto.FLOAT
+        elif node.op_type == "MatMul":
+            assert types[node.output[0]] == onnx.TensorProto.FLOAT16
+    # The search: a budget FP16 cannot reach even with every MatMul/Gemm/Conv in FP32 (the
+    # elementwise ops still round) is reported as not met, and the gate fails (exit 4).
+    code = main(["export", "vit-tiny", "--target", "trt-fp16", "--min-cosine", "0.99999999", "--out",
+                 str(tmp_path / "b"), "--eval-n", "100", "--fallback-n", "100", "--bench-budget", "0.2"])
+    assert code == 4
+    fb = json.loads((tmp_path / "b" / "report.json").read_text())["fallback"]
+    assert fb["met"] is False and len(fb["steps"]) >= 3
+
+
+def test_search_is_logarithmic():
+    calls = []
+
+    def trial(names):
+        calls.append(len(names))
+        k = len(names)
+        return {"accuracy": 0.9, "drop_pts": 0.0 if k >= 7 else 5.0, "cosine_mean": 1.0}
+
+    budget = Budget(max_drop=0.3)
+    result = FallbackResult(budget, "test", 40, [])
+    kept = search([f"l{i}" for i in range(40)], trial, budget, {"drop_pts": 5.0, "cosine_mean": 1.0}, result)
+    assert len(kept) == 7 and len(calls) <= 8 and calls[:4] == [1, 2, 4, 8]
+
+
+def test_budget_flags_are_validated(capsys):
+    assert main(["export", "vit-tiny", "--target", "onnx-fp32", "--max-drop", "0.3"]) == 2
+    assert "apply to" in capsys.readouterr().err
+    assert main(["export", "vit-tiny", "--target", "ov-int8", "--max-drop", "-1"]) == 2

@@ -1,0 +1,1 @@
+"""Per-layer divergence localisation: where an artifact departs from its fp32 reference."""
