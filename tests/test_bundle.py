@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from no_torch import NO_TORCH
 from onnx import numpy_helper
 from PIL import Image
 
@@ -27,16 +28,6 @@ from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 
 FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
 REPO = Path(__file__).resolve().parents[1]
-NO_TORCH = textwrap.dedent("""
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked (device side)")
-    sys.meta_path.insert(0, _Block())
-""")
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles")

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from no_torch import NO_TORCH
 
 from vitedge.card import ModelCard
 from vitedge.cli.main import main
@@ -210,16 +211,6 @@ def test_existing_output_is_refused_without_force(tmp_path, capsys):
     assert code == 6 and "--force" in capsys.readouterr().err
     assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temp dirs left behind
-
-
-NO_TORCH = textwrap.dedent("""
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test (device side)")
-    sys.meta_path.insert(0, _Block())
-""")
 
 
 def test_device_side_runs_without_torch(tmp_path):

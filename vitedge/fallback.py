@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vitedge import interrupts
 from vitedge.errors import UsageError
 from vitedge.progress import stderr_console
 
@@ -198,6 +199,7 @@ def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search_x:
             art = target.build(tctx)
             metrics = evaluate_logits(logits_of(d, art), reference_logits, search_labels)
         except Exception as e:  # a candidate the toolchain cannot build counts as a miss
+            interrupts.check()
             stderr_console.print(f"fallback: keeping {len(names)} layers failed to build ({str(e)[:120]})")
             return {"accuracy": 0.0, "reference_accuracy": 0.0, "drop_pts": 100.0, "cosine_mean": -1.0}
         trials[len(names)] = (d, art)

@@ -87,7 +87,3 @@ def load_image(path: str | os.PathLike[str]) -> Any:
 def _too_large(p: Path, pixels: int | None) -> InputError:
     size = f"{pixels:,} pixels" if pixels else "too many pixels"
     return InputError(f"{p}: image has {size}, over the {MAX_PIXELS:,}-pixel safety limit; downscale it first")
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES

@@ -2,18 +2,17 @@
 
 Error policy (see vitedge.errors): an expected failure prints one line `vitedge: <kind>: <what
 to do>` to stderr and exits with its class's code; `--debug` (anywhere on the line) shows the
-traceback instead. SIGINT and SIGTERM both raise `Interrupted` in the main thread, so temporary outputs are
-removed on the way out and the exit code is 130.
+traceback instead. SIGINT and SIGTERM both raise `Interrupted` in the main thread (see vitedge.interrupts), so
+temporary outputs are removed on the way out and the exit code is 130.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
-from types import FrameType
 
 import typer
 
+from vitedge import interrupts
 from vitedge.errors import EXIT_SUMMARY, Interrupted, VitedgeError
 
 app = typer.Typer(
@@ -54,13 +53,6 @@ def _cli_errors() -> tuple[type[BaseException], ...]:
 _CLI_ERRORS = _cli_errors()
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    # Raised as our own error, not KeyboardInterrupt: click turns KeyboardInterrupt into a silent
-    # exit code, and we want the same clean-up and one-line message for Ctrl-C and SIGTERM.
-    name = signal.Signals(signum).name
-    raise Interrupted(f"stopped by {name}; partial output removed, nothing was written")
-
-
 def _err(kind: str, msg: str) -> None:
     typer.echo(f"vitedge: {kind}: {msg}", err=True)
 
@@ -70,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     _register_commands()
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        result = app(args=args, prog_name="vitedge", standalone_mode=False)
+        with interrupts.installed():
+            result = app(args=args, prog_name="vitedge", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except typer.Exit as e:
         return int(getattr(e, "exit_code", 0) or 0)
@@ -101,9 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _err("internal error", f"{type(e).__name__}: {e} (run again with --debug for details)")
         return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

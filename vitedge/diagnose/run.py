@@ -7,7 +7,6 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -81,7 +80,3 @@ def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: i
         if isinstance(static, int):
             x = x[: (len(x) // static) * static] if len(x) >= static else np.resize(x, (static, *x.shape[1:]))
         return diagnose_artifact(manifest.target, work / "model.onnx", manifest.main_file, x, work)
-
-
-def summarize_top(diag: Diagnosis, top: int = 5) -> list[dict[str, Any]]:
-    return [{"label": r.label, "op": r.op, "sensitivity": round(r.sensitivity, 2)} for r in diag.ranking()[:top]]

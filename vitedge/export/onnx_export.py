@@ -20,6 +20,7 @@ from typing import Any
 import onnx
 import torch
 
+from vitedge import interrupts
 from vitedge.card import ModelCard
 from vitedge.errors import ExportError, UsageError
 from vitedge.export.metadata import set_metadata
@@ -149,15 +150,19 @@ def export_onnx(
     try:
         if cfg.exporter == "torchscript":
             raise RuntimeError("TorchScript exporter requested")
-        model = _dynamo(module, x, cfg)
+        with interrupts.deferred():  # torch.export re-wraps or aborts on a signal; see vitedge.interrupts
+            model = _dynamo(module, x, cfg)
     except Exception as e:
+        interrupts.check()
         if cfg.exporter == "dynamo":
             raise ExportError(f"dynamo ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from e
         fallback_reason = None if cfg.exporter == "torchscript" else f"{type(e).__name__}: {str(e)[:300]}"
         exporter = "torchscript"
         try:
-            model = _torchscript(module, x, cfg, path.with_suffix(".ts.onnx"))
+            with interrupts.deferred():
+                model = _torchscript(module, x, cfg, path.with_suffix(".ts.onnx"))
         except Exception as e2:
+            interrupts.check()
             raise ExportError(f"both ONNX exporters failed; dynamo: {fallback_reason}; "
                               f"torchscript: {type(e2).__name__}: {str(e2)[:300]}") from e2
         finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vitedge.calib.preprocess import PreprocessSpec
@@ -29,7 +29,6 @@ class ModelEntry:
     preprocess: PreprocessSpec
     description: str = ""
     builtin_weights: str | None = None  # file name under vitedge/weights/ for built-in models
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -42,7 +41,6 @@ def register_model(
     preprocess: PreprocessSpec,
     description: str = "",
     builtin_weights: str | None = None,
-    tags: tuple[str, ...] = (),
     **config: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `builder(**config)` under `name` (decorator)."""
@@ -51,7 +49,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = ModelEntry(
-            name, family, builder, dict(config), preprocess, description, builtin_weights, tags
+            name, family, builder, dict(config), preprocess, description, builtin_weights
         )
         return builder
 

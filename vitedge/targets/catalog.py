@@ -50,5 +50,4 @@ for _precision, _desc in (("fp32", "fp32 ONNX for a strongly typed engine (TF32 
         description=f"TensorRT: {_desc}; engine built where TensorRT + GPU exist, else a build kit "
                     "with parity predicted on CPU",
         builder=f"vitedge.targets.tensorrt:build_trt_{_precision}", requires=("onnxruntime",),
-        tags=("kit",),
     ))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vitedge import interrupts
 from vitedge.calib.source import nncf_dataset
 from vitedge.errors import ExportError, UsageError
 from vitedge.quiet import quiet
@@ -138,6 +139,7 @@ def nncf_quantize(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tuple[Any, 
     except nncf.ValidationError as e:
         raise UsageError(f"ignored scope: {str(e).splitlines()[0]}") from None
     except Exception as e:
+        interrupts.check()
         raise ExportError(f"NNCF quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
     acts, weights = quantization_report(quantized)
     details = {

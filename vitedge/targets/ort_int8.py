@@ -27,6 +27,7 @@ from typing import Any
 
 import onnx
 
+from vitedge import interrupts
 from vitedge.calib.source import ort_calibration_reader
 from vitedge.errors import ExportError, UsageError
 from vitedge.export.metadata import set_metadata
@@ -144,6 +145,7 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Config) ->
                 extra_options=extra, calibration_cache_path=str(cache) if cache else None,
             )
     except Exception as e:
+        interrupts.check()
         raise ExportError(f"ONNX Runtime quantisation failed: {type(e).__name__}: {str(e)[:300]}") from e
     qmodel = onnx.load(str(dst))
     targets = {n.name for n in model.graph.node if n.op_type in cfg.op_types}

@@ -42,7 +42,6 @@ class Target:
     needs_onnx: bool = True
     needs_calibration: bool = False
     requires: tuple[str, ...] = ()  # importable modules the build needs
-    tags: tuple[str, ...] = ()
 
     def build(self, ctx: Any) -> Artifact:
         module, fn = self.builder.split(":")

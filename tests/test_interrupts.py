@@ -1,0 +1,79 @@
+"""SIGINT/SIGTERM handling: deferral around fragile library calls, and no swallowing by wrappers.
+
+In-process with real signals (os.kill on ourselves); the end-to-end cases, a real export killed
+mid-run, are in test_bad_inputs.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from vitedge import interrupts
+from vitedge.errors import Interrupted
+
+
+def _kill_self(sig: int = signal.SIGINT) -> None:
+    os.kill(os.getpid(), sig)
+
+
+def test_signal_raises_interrupted_and_handlers_are_restored():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="stopped by SIGTERM"), interrupts.installed():
+        _kill_self(signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_first_signal_is_held_until_the_fragile_block_ends():
+    finished = []
+    with pytest.raises(Interrupted, match="SIGINT"), interrupts.installed():
+        with interrupts.deferred():
+            _kill_self()
+            for _ in range(1000):
+                pass
+            finished.append("block ran to the end")
+        finished.append("must not run: the held signal is raised when the block ends")
+    assert finished == ["block ran to the end"]
+
+
+def test_second_signal_raises_at_once_even_when_deferred():
+    reached = []
+    with pytest.raises(Interrupted), interrupts.installed(), interrupts.deferred():
+        _kill_self()
+        for _ in range(1000):
+            pass
+        reached.append("after first")
+        _kill_self()
+        for _ in range(1000):
+            pass
+        reached.append("must not run")
+    assert reached == ["after first"]
+
+
+def test_a_library_that_rewraps_the_interrupt_cannot_turn_it_into_a_failure():
+    # What torch.export does: catch everything and raise its own error type.
+    def library_call():
+        try:
+            _kill_self()
+            for _ in range(1000):
+                pass
+        except BaseException as e:
+            raise RuntimeError("Failed to export the model") from e
+
+    with pytest.raises(Interrupted), interrupts.installed():
+        try:
+            library_call()
+        except Exception:
+            interrupts.check()  # what vitedge's own `except Exception` wrappers do first
+            pytest.fail("the interrupt was swallowed")
+
+
+def test_without_the_cli_nothing_is_installed():
+    # Library use (an app embedding vitedge) keeps its own handlers; deferred() is a no-op.
+    with interrupts.deferred():
+        pass
+    interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
