@@ -12,6 +12,7 @@ import pytest
 
 from vitedge import interrupts
 from vitedge.errors import Interrupted
+from vitedge.runtimes import sigstack
 
 
 def _kill_self(sig: int = signal.SIGINT) -> None:
@@ -77,3 +78,46 @@ def test_without_the_cli_nothing_is_installed():
         pass
     interrupts.check()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _tiny_onnx(path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [16, 16], np.ones(256, np.float32))
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["m"]), helper.make_node("Relu", ["m"], ["logits"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 16])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.skipif(sigstack.current() is None, reason="sigaltstack is only inspectable on Linux/glibc")
+def test_openvino_leaves_our_signal_stack_alone(tmp_path):
+    # OpenVINO's CPU plugin swaps the thread's sigaltstack in compile_model and may unmap it later;
+    # the next Ctrl-C then segfaults (exit 139; seen in CI after an OpenVINO test). The runner
+    # must hand the thread back with the stack it had.
+    import numpy as np
+    import openvino as ov
+
+    from vitedge.runtimes.openvino_runner import OpenVinoRunner
+
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    before = sigstack.current()
+    with sigstack.preserved():
+        raw = ov.Core().compile_model(str(model), "CPU")
+        swapped = sigstack.current() != before  # what unguarded OpenVINO does (documents the hazard)
+        del raw
+    assert sigstack.current() == before
+    with OpenVinoRunner(model, threads=1) as r:
+        np.testing.assert_array_equal(r.infer({"input": np.ones((2, 16), np.float32)})["logits"],
+                                      np.full((2, 16), 16.0, np.float32))
+        assert sigstack.current() == before
+    assert sigstack.current() == before
+    with interrupts.installed(), pytest.raises(Interrupted):
+        _kill_self(signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    print(f"OpenVINO swapped the signal stack when unguarded: {swapped}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from vitedge.diagnose.metrics import cosine, rel_err, sqnr_db
 from vitedge.diagnose.result import Diagnosis, LayerRow
+from vitedge.runtimes import sigstack
 
 COMPUTE_TYPES = ("MatMul", "Convolution", "GroupConvolution", "ScaledDotProductAttention")
 _PASS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Gather", "Concat", "Split", "VariadicSplit",
@@ -34,10 +35,12 @@ def _run(model: Any, x: np.ndarray, extra: list[Any]) -> tuple[np.ndarray, list[
     m = model.clone()
     by_name = {op.get_friendly_name(): op for op in m.get_ordered_ops()}
     added = m.add_outputs([by_name[op.get_friendly_name()].output(0) for op in extra]) if extra else []
-    compiled = ov.Core().compile_model(m, "CPU", _CFG)
-    res = compiled.create_infer_request().infer({m.inputs[0].get_any_name(): x})
-    logits = np.array(res[compiled.outputs[0]])
-    values = [np.array(res[compiled.outputs[1 + i]]) for i in range(len(added))]
+    with sigstack.preserved():  # see vitedge.runtimes.sigstack
+        compiled = ov.Core().compile_model(m, "CPU", _CFG)
+        res = compiled.create_infer_request().infer({m.inputs[0].get_any_name(): x})
+        logits = np.array(res[compiled.outputs[0]])
+        values = [np.array(res[compiled.outputs[1 + i]]) for i in range(len(added))]
+        del compiled, res
     return logits, values
 
 

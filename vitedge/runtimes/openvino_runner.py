@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vitedge.errors import InputError, MissingDependencyError
+from vitedge.runtimes import sigstack
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
 
 PRECISIONS = ("f32", "f16", "bf16")
@@ -76,17 +77,19 @@ class OpenVinoRunner(Runner):
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such model file")
         try:
-            core = ov.Core()
-            model = core.read_model(str(self.path))
-            self.compiled = core.compile_model(model, self.device, self.compile_config())
-            self._outputs = [(port.get_any_name(), port) for port in self.compiled.outputs]
+            with sigstack.preserved():  # the CPU plugin swaps our signal stack; see sigstack
+                core = ov.Core()
+                model = core.read_model(str(self.path))
+                self.compiled = core.compile_model(model, self.device, self.compile_config())
+                self._outputs = [(port.get_any_name(), port) for port in self.compiled.outputs]
         except Exception as e:
             raise InputError(f"{self.path}: OpenVINO cannot load/compile it ({str(e).splitlines()[0][:200]})") from None
         self._local = threading.local()
 
     def _deactivate(self) -> None:
-        self.compiled = None
-        self._local = threading.local()
+        with sigstack.preserved():
+            self.compiled = None
+            self._local = threading.local()
 
     @staticmethod
     def _spec(port: Any) -> TensorSpec:

@@ -26,6 +26,7 @@ from vitedge import interrupts
 from vitedge.calib.source import nncf_dataset
 from vitedge.errors import ExportError, UsageError
 from vitedge.quiet import quiet
+from vitedge.runtimes import sigstack
 from vitedge.sysinfo import cpu_flags
 from vitedge.targets.context import BuildContext
 from vitedge.targets.registry import Artifact
@@ -134,7 +135,7 @@ def nncf_quantize(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tuple[Any, 
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignore), types=list(cfg.ignore_types))
     dataset = nncf_dataset(ctx.calibration, model.inputs[0].get_any_name())
     try:
-        with quiet():
+        with quiet(), sigstack.preserved():  # NNCF compiles models internally; see runtimes.sigstack
             quantized = nncf.quantize(model, dataset, **kwargs)
     except nncf.ValidationError as e:
         raise UsageError(f"ignored scope: {str(e).splitlines()[0]}") from None
@@ -233,7 +234,7 @@ def nncf_accuracy_control(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tup
     if cfg.ignore:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignore))
     float_ops_before = set(float_ops(model))
-    with quiet():
+    with quiet(), sigstack.preserved():  # NNCF compiles models internally; see runtimes.sigstack
         quantized = nncf.quantize_with_accuracy_control(
             model, nncf_dataset(ctx.calibration, input_name), nncf.Dataset(samples), validate, **kwargs)
     _, int8_ops = quantization_report(quantized)
