@@ -5,7 +5,7 @@ The CLI installs the handler; library users keep their own (nothing here runs un
 Why deferral exists (measured, torch 2.14): an exception raised by a signal handler in the middle
 of `torch.export` is either caught and re-wrapped as `TorchExportError` (so the exporter "failed"
 and the TorchScript fallback quietly finished the job, exit 0) or thrown through a C++ frame
-that cannot unwind it (`std::terminate`, exit 134, temp dir left behind). Inside `deferred()` a
+that cannot unwind it (`std::terminate`, exit 134, skipping the clean-up). Inside `deferred()` a
 signal is only recorded and raised when the block ends; a second signal raises at once, so a user
 who presses Ctrl-C twice is never kept waiting.
 """
