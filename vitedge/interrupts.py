@@ -26,7 +26,8 @@ _state: dict[str, Any] = {"installed": False, "deferring": 0, "signal": None, "c
 
 
 def _message(signum: int) -> str:
-    return f"stopped by {signal.Signals(signum).name}; partial output removed, nothing was written"
+    # "unfinished", not "nothing": a matrix keeps the cells that completed before the signal.
+    return f"stopped by {signal.Signals(signum).name}; unfinished output removed"
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:

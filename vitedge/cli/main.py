@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         if debug:
             raise
-        _err("interrupted", "stopped by Ctrl-C; partial output removed")
+        _err("interrupted", "stopped by Ctrl-C; unfinished output removed")
         return Interrupted.exit_code
     except VitedgeError as e:
         if debug:
