@@ -15,6 +15,17 @@ from vitedge.errors import Interrupted
 from vitedge.runtimes import sigstack
 
 
+@pytest.fixture(autouse=True)
+def default_handlers():
+    # The suite may run with SIGINT ignored (nohup, a background CI job); start from the defaults.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 def _kill_self(sig: int = signal.SIGINT) -> None:
     os.kill(os.getpid(), sig)
 
@@ -74,10 +85,24 @@ def test_a_library_that_rewraps_the_interrupt_cannot_turn_it_into_a_failure():
 
 def test_without_the_cli_nothing_is_installed():
     # Library use (an app embedding vitedge) keeps its own handlers; deferred() is a no-op.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an app's own choice, which vitedge must keep
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with interrupts.deferred():
         pass
     interrupts.check()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_an_ignored_signal_stays_ignored():
+    # nohup / a background job: the parent ignores SIGINT, and so must we.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with interrupts.installed():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # still handled
+        _kill_self(signal.SIGINT)
+        for _ in range(1000):
+            pass
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def _tiny_onnx(path):

@@ -39,8 +39,11 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def installed() -> Iterator[None]:
-    """Route SIGINT/SIGTERM to `Interrupted` for the duration (main thread only)."""
-    previous = {sig: signal.signal(sig, _handler) for sig in _SIGNALS}
+    """Route SIGINT/SIGTERM to `Interrupted` for the duration (main thread only).
+
+    A signal the parent set to ignored stays ignored (`nohup`, background jobs), as Unix tools do."""
+    previous = {sig: signal.signal(sig, _handler) for sig in _SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     _state.update(installed=True, deferring=0, signal=None, count=0)
     try:
         yield
