@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from no_torch import NO_TORCH
 from onnx import numpy_helper
 from PIL import Image
+from threads import run_in_threads
 
 import vitedge
 from vitedge.bundle.manifest import MANIFEST, file_entries, read_manifest, save_manifest
@@ -141,21 +141,12 @@ def test_eight_threads_get_the_same_results_as_one(bundles):
         with vitedge.load(str(bundles / target)) as model:
             images = np.asarray(synthetic_split("test", model.spec, 16).images)
             expected = model.logits(images)
-            results, errors = [], []
 
-            def work(model=model, images=images, results=results, errors=errors):
-                try:
-                    for _ in range(10):
-                        results.append(model.logits(images))
-                except Exception as e:  # surfaced below
-                    errors.append(e)
+            def work(model=model, images=images):
+                return [model.logits(images) for _ in range(10)]
 
-            threads = [threading.Thread(target=work) for _ in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert not errors and len(results) == 80
+            results = [r for batch in run_in_threads(work) for r in batch]  # re-raises a thread's error
+            assert len(results) == 80
             assert all(np.array_equal(r, expected) for r in results), target
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from threads import run_in_threads
 
 from vitedge.bundle.manifest import MANIFEST, read_manifest
 from vitedge.calib.images import load_image
@@ -121,24 +121,14 @@ def test_soak_predict_from_8_threads(bundle, capsys):
         for _ in range(20):  # warm the allocator before measuring
             model.logits(images)
         rss_before = _rss_mb()
-        errors, mismatches = [], []
 
         def worker():
-            try:
-                for _ in range(150):
-                    if not np.array_equal(model.logits(images), expected):
-                        mismatches.append(1)
-            except Exception as e:  # reported below
-                errors.append(e)
+            return sum(not np.array_equal(model.logits(images), expected) for _ in range(150))
 
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        mismatches = sum(run_in_threads(worker))  # re-raises a thread's error
         rss_after = _rss_mb()
     with capsys.disabled():
         print(f"\nsoak: 8 threads x 150 predict calls (batch 4): RSS {rss_before:.1f} -> {rss_after:.1f} MB")
-    assert not errors and not mismatches
+    assert mismatches == 0
     assert rss_after - rss_before < 50  # no leak worth the name over 1,200 calls
     Path(bundle / "soak.txt").unlink(missing_ok=True)

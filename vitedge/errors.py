@@ -75,18 +75,6 @@ class Interrupted(BaseException):
     kind = "interrupted"
 
 
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "internal error (a bug: please report it with --debug output)",
-    UsageError.exit_code: "usage error: unknown name, bad flag value, impossible combination",
-    InputError.exit_code: "bad input: missing/corrupt/unsafe checkpoint, data, manifest or bundle",
-    ParityError.exit_code: "parity/accuracy gate failed, or a bundle failed re-verification",
-    MissingDependencyError.exit_code: "missing runtime, optional package or GPU (install hint given)",
-    OutputError.exit_code: "output not writable, already exists (use --force), or disk full",
-    ExportError.exit_code: "export / quantisation / compilation failed on a valid model",
-    Interrupted.exit_code: "interrupted (SIGINT/SIGTERM); partial output removed",
-}
-
 # Short names for `vitedge --help`.
 EXIT_SUMMARY: dict[int, str] = {
     0: "ok", 1: "bug", 2: "usage", 3: "bad input", 4: "parity failed", 5: "missing dependency",

@@ -3,8 +3,9 @@
 The first calls are never timed (warm-up: lazy allocation, kernel selection, caches). Several
 runners are timed *interleaved* - a block of calls of each in turn, round after round - so that
 thermal drift and other load hit all of them alike and ratios between them are fair.
-Synchronous CPU runtimes need no explicit synchronisation; a GPU runner times itself with CUDA
-events (see `Runner.timed_infer` in the TensorRT runner) and the same statistics are applied.
+Synchronous CPU runtimes need no explicit synchronisation, and the TensorRT runner's `infer`
+synchronises its stream before returning, so these are host latencies; GPU compute time (CUDA
+events) is measured by the build kit's `trt_kit.engine.benchmark`.
 """
 
 from __future__ import annotations

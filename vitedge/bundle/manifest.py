@@ -76,10 +76,6 @@ class Manifest:
     def runner_options(self) -> dict[str, Any]:
         return dict(self.data["artifact"].get("runner_options", {}))
 
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return dict(self.data["input"])
-
     def checksum_problems(self) -> list[str]:
         """Files whose size/sha256 differ from the manifest, or that are missing."""
         problems = []

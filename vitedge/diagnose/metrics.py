@@ -20,15 +20,6 @@ def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def combine_db(*sqnrs: float | None) -> float | None:
-    """SQNR of independent noise sources added together (noise powers add)."""
-    vals = [s for s in sqnrs if s is not None]
-    if not vals:
-        return None
-    total = sum(10.0 ** (-s / 10.0) for s in vals if s != math.inf)
-    return math.inf if total == 0 else -10.0 * math.log10(total)
-
-
 def cosine(reference: np.ndarray, other: np.ndarray) -> float:
     r = reference.astype(np.float64).ravel()
     o = other.astype(np.float64).ravel()

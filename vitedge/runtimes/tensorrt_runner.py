@@ -1,8 +1,9 @@
 """TensorRT runner: a serialised engine run with `execute_async_v3` on device buffers.
 
 Wraps `vitedge.trt_kit.engine.TrtEngine` (the standalone module shipped in build kits), so
-vitedge and a kit on a device without vitedge run engines the same way. `timed_infer` returns
-the GPU compute time measured with CUDA events, the number trtexec reports.
+vitedge and a kit on a device without vitedge run engines the same way. Latency here is host
+time (copies included); GPU compute time (CUDA events, the number trtexec reports) comes from
+the kit's `verify_engine.py` (`trt_kit.engine.benchmark`).
 """
 
 from __future__ import annotations
@@ -73,9 +74,3 @@ class TensorRTRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs, _ = self.engine.infer(feed)
         return outputs
-
-    def timed_infer(self, feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """Outputs and GPU compute time in ms (CUDA events around execute_async_v3)."""
-        self.validate(feed)
-        outputs, gpu_ms = self.engine.infer(feed, time_gpu=True)
-        return outputs, float(gpu_ms or 0.0)
