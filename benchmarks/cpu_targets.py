@@ -36,7 +36,8 @@ TARGETS = ("onnx-fp32", "ov-fp32", "ov-fp16", "ort-int8", "ov-int8", "torchao-in
 def build(model: str, workdir: Path, threads: int, num_calib: int, eval_n: int) -> tuple[object, dict]:
     from vitedge.calib.source import load_calibration
     from vitedge.models.resolve import load_model
-    from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork, export_target
+    from vitedge.pipeline import SharedWork, export_target
+    from vitedge.request import BenchConfig, ExportRequest
 
     loaded = load_model(model, random_init=True) if model == "vit-s16" else load_model(model)
     calib = load_calibration("synthetic", loaded.card.preprocess, num_calib)
@@ -59,7 +60,7 @@ def contestants(loaded, reports: dict, workdir: Path, threads: int, batch: int) 
     import openvino as ov
     import torch
 
-    from vitedge.pipeline import open_artifact_runner
+    from vitedge.pipeline import open_artifact
 
     h, w = loaded.card.preprocess.input_size
     x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
@@ -87,7 +88,7 @@ def contestants(loaded, reports: dict, workdir: Path, threads: int, batch: int) 
         lambda: req_d.infer({"input": x})
     calls["OV direct (f32 hint)"] = lambda: req_f.infer({"input": x})
     for target, report in reports.items():
-        runner = open_artifact_runner(workdir / target, report.artifact, threads).activate()
+        runner = open_artifact(workdir / target, report.artifact, threads).activate()
         calls[f"vitedge {target}"] = (lambda r=runner: r.infer({"input": x}))
     return calls
 

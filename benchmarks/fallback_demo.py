@@ -43,7 +43,7 @@ def main() -> None:
     save_checkpoint(ckpt, module, base.card.with_(source=str(ckpt)))
     loaded = LoadedModel(module.eval(), base.card.with_(source=str(ckpt)))
     calib = load_calibration("synthetic", base.card.preprocess, 300)
-    runs = [("ort-int8", {}), ("ov-int8", {}), ("ov-int8", {"ov_accuracy_control": True}), ("trt-int8", {})]
+    runs = [("ort-int8", {}), ("ov-int8", {}), ("ov-int8", {"ov-accuracy-control": True}), ("trt-int8", {})]
     lines = [f"Budget: accuracy drop <= {args.max_drop} pts (searched on shapes10 val, reported on the test split).", "",
              "| target | mode | accuracy (torch 97.80%) | delta pts | layers kept high / total | kept | latency cost | seconds |",
              "|---|---|---|---|---|---|---|---|"]

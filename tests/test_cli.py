@@ -31,7 +31,7 @@ def test_inspect_prints_the_seed_shapes(capsys):
 
 
 def test_eval_builtin_reports_accuracy(capsys):
-    code, out, _ = run(capsys, "eval", "convnext-zepto", "--limit", "200")
+    code, out, _ = run(capsys, "eval", "convnext-zepto", "--eval-n", "200")
     assert code == 0
     assert "top-1" in out and "most often mistaken for" in out
 

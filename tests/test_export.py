@@ -191,8 +191,8 @@ def _perturbed(ctx):
 
 
 register_target(Target(name="test-perturbed-onnx", runtime="onnxruntime", precision="fp32",
-                       description="test only: onnx-fp32 with a perturbed bias",
-                       builder=f"{__name__}:_perturbed"))
+                       description="test only: onnx-fp32 with a perturbed bias", build=_perturbed,
+                       in_matrix=False))
 
 
 def test_parity_failure_on_a_perturbed_artifact_exits_non_zero(tmp_path, capsys):

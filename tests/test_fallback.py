@@ -71,7 +71,7 @@ def test_diagnose_pinpoints_the_injected_layers(tmp_path, outlier_model, calib, 
     loaded, ckpt = outlier_model
     export_target(loaded, ExportRequest(target="ort-int8", out=tmp_path / "b", calibration=calib, eval_n=100,
                                         bench=FAST))
-    assert main(["diagnose", str(tmp_path / "b"), "--model", str(ckpt), "--n", "16"]) == 0
+    assert main(["diagnose", str(tmp_path / "b"), "--model", str(ckpt), "--eval-n", "16"]) == 0
     diag = json.loads((tmp_path / "b" / "diagnose.json").read_text())
     top3 = [next(r["module"] for r in diag["rows"] if r["label"] == label) for label in diag["top"][:3]]
     assert set(top3) <= INJECTED_ORT, top3
@@ -85,22 +85,29 @@ def test_fp16_fallback_keeps_layers_in_fp32_and_reports_an_unmet_budget(tmp_path
 
     from vitedge.export.onnx_export import export_onnx
     from vitedge.targets.context import BuildContext
-    from vitedge.targets.tensorrt import to_fp16
+    from vitedge.targets.tensorrt import TrtOptions, to_fp16
 
     # The mechanism: the layers the search names are converted to FP32, the rest stay FP16.
+    # The names come from the exported graph itself, so an exporter renaming nodes cannot make
+    # the FP32 branch silently stop running.
     loaded = load_model("vit-tiny")
     info = export_onnx(loaded.module, loaded.card, tmp_path / "m.onnx")
-    keep = ["node_MatMul_98", "node_MatMul_180"]
+    matmuls = [n.name for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "MatMul"]
+    keep = [matmuls[1], matmuls[-2]]
     ctx = BuildContext(loaded=loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=info,
-                       options={"trt_fp32_nodes": tuple(keep)})
+                       options=TrtOptions(fp32_nodes=tuple(keep)))
     to_fp16(tmp_path / "m.onnx", tmp_path / "m16.onnx", ctx)
     model = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "m16.onnx")))
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    seen = {"fp32": 0, "fp16": 0}
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.name in keep:
             assert types[node.output[0]] == onnx.TensorProto.FLOAT
+            seen["fp32"] += 1
         elif node.op_type == "MatMul":
             assert types[node.output[0]] == onnx.TensorProto.FLOAT16
+            seen["fp16"] += 1
+    assert seen == {"fp32": 2, "fp16": len(matmuls) - 2}
     # The search: a budget FP16 cannot reach even with every MatMul/Gemm/Conv in FP32 (the
     # elementwise ops still round) is reported as not met, and the gate fails (exit 4).
     code = main(["export", "vit-tiny", "--target", "trt-fp16", "--min-cosine", "0.99999999", "--out",

@@ -102,8 +102,13 @@ def test_trt_int8_qdq_is_what_tensorrt_needs(vit, shared, tmp_path):
             if inits[n.input[1]].size > 1:  # per-channel: a weight
                 assert inits[n.input[1]].ndim == 1
     assert n_dq > 20
-    # attention core stays float: no DQ feeds a MatMul whose other input is an activation
-    assert report.artifact.details["float_nodes"]
+    # The attention core stays float: exactly the Q.K^T and attn.V MatMuls of every block (two
+    # per block) get no DequantizeLinear input, and they are the nodes the report lists as float.
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    float_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"
+                     and not any(producer.get(i) == "DequantizeLinear" for i in n.input)}
+    assert len(float_matmuls) == 2 * vit.card.config["depth"]
+    assert float_matmuls == set(report.artifact.details["float_nodes"])
 
 
 def test_cpu_int8_qdq_is_rejected_by_the_tensorrt_lint(vit, shared, tmp_path):
@@ -168,8 +173,8 @@ def test_lint_cli_exit_codes(vit, shared, tmp_path, capsys):
 
 @pytest.mark.skipif(why_no_engine() is None, reason="TensorRT + GPU present")
 def test_require_engine_fails_fast_without_tensorrt(tmp_path, capsys):
-    code = main(["export", "vit-tiny", "--target", "trt-fp16", "--out", str(tmp_path / "b"), "--require-engine"])
-    assert code == 5 and "--require-engine" in capsys.readouterr().err
+    code = main(["export", "vit-tiny", "--target", "trt-fp16", "--out", str(tmp_path / "b"), "--trt-require-engine"])
+    assert code == 5 and "--trt-require-engine" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 

@@ -22,20 +22,21 @@ import numpy as np
 from vitedge.bench.latency import LatencyStats, time_calls_with_progress
 from vitedge.errors import OutputError, ParityError, VitedgeError
 from vitedge.models.resolve import LoadedModel
-from vitedge.pipeline import (
-    ExportReport,
-    ExportRequest,
-    SharedWork,
-    export_target,
-    open_artifact_runner,
-)
+from vitedge.pipeline import ExportRequest, SharedWork, export_target, open_artifact
 from vitedge.progress import stderr_console
+from vitedge.report import ExportReport
 from vitedge.runtimes.base import default_threads
-from vitedge.targets.registry import get_target
 
-AUTO_TARGETS: dict[str, tuple[str, ...]] = {
-    "auto-cpu": ("onnx-fp32", "ov-fp32", "ov-fp16", "ort-int8", "ov-int8"),
-}
+# `--target auto-<device>` -> the device class whose candidates it measures (each target
+# declares the classes it serves in `Target.auto`).
+AUTO_DEVICES: dict[str, str] = {"auto-cpu": "x86"}
+
+
+def auto_candidates(auto: str) -> list[Any]:
+    from vitedge.targets.registry import all_targets
+
+    device = AUTO_DEVICES[auto]
+    return [t for t in all_targets() if device in t.auto]
 
 
 @dataclass
@@ -48,8 +49,8 @@ class AutoResult:
 
 def _candidate_names(auto: str, calibration: Any) -> tuple[list[str], list[dict[str, Any]]]:
     names, skipped = [], []
-    for name in AUTO_TARGETS[auto]:
-        target = get_target(name)
+    for target in auto_candidates(auto):
+        name = target.name
         missing = target.missing()
         if missing:
             skipped.append({"target": name, "status": f"skipped: {', '.join(missing)} not installed"})
@@ -71,7 +72,7 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
         shared = SharedWork(scratch / "shared")
         reports: dict[str, ExportReport] = {}
         for name in names:
-            stderr_console.print(f"[bold]auto-cpu[/]: candidate {name}")
+            stderr_console.print(f"[bold]{auto}[/]: candidate {name}")
             try:
                 reports[name] = export_target(
                     loaded, replace(request, target=name, out=scratch / name, force=False), shared)
@@ -82,7 +83,7 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
             if not r.passed:
                 rows.append(_row(n, r, None, "failed parity: " + "; ".join(c.describe() for c in r.parity.failures())))
         if not passing:
-            raise ParityError("auto-cpu: no candidate passed its parity gate: "
+            raise ParityError(f"{auto}: no candidate passed its parity gate: "
                               + "; ".join(f"{r['target']}: {r['status']}" for r in rows))
         together = _time_together(passing, reports, scratch, request)
         chosen = min(passing, key=lambda n: together[n].p50)
@@ -106,7 +107,7 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
 def _time_together(names: list[str], reports: dict[str, ExportReport], scratch: Path,
                    request: ExportRequest) -> dict[str, LatencyStats]:
     threads = request.threads or default_threads()
-    runners = {n: open_artifact_runner(scratch / n, reports[n].artifact, threads) for n in names}
+    runners = {n: open_artifact(scratch / n, reports[n].artifact, threads) for n in names}
     batch = request.export.static_batch or request.bench.batch
     h, w = reports[names[0]].card.preprocess.input_size
     x = np.random.default_rng(7).standard_normal((batch, 3, h, w)).astype(np.float32)

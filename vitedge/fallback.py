@@ -28,10 +28,6 @@ from vitedge import interrupts
 from vitedge.errors import UsageError
 from vitedge.progress import stderr_console
 
-# The build option each target reads its "keep these layers in high precision" list from.
-FALLBACK_OPTION = {"ort-int8": "ort_exclude", "trt-int8": "ort_exclude", "ov-int8": "ignore",
-                   "trt-fp16": "trt_fp32_nodes"}
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -154,17 +150,26 @@ def new_result(budget: Budget, search_data: str, rows: list[Any]) -> FallbackRes
 
 
 
-def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search_x: np.ndarray,
-                 search_labels: np.ndarray, reference_logits: np.ndarray, search_desc: str,
+def fallback_targets() -> list[str]:
+    """Targets whose build can keep named layers in higher precision (and rank them)."""
+    from vitedge.targets.registry import all_targets
+
+    return [t.name for t in all_targets() if t.fallback_option and t.diagnose]
+
+
+def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search: Any, reference_logits: np.ndarray,
                  open_runner: Callable[[Path, Any], Any], batch: int = 32) -> tuple[Any, FallbackResult]:
     """Stage: make `artifact` (already built into ctx.bundle_dir) meet `budget`, keeping the
-    fewest, most sensitive layers in high precision. Returns the final artifact and the record."""
-    from vitedge.diagnose.run import diagnose_artifact
-    from vitedge.pipeline import run_batched
+    fewest, most sensitive layers in high precision. Returns the final artifact and the record.
 
-    option = FALLBACK_OPTION.get(target.name)
-    if option is None:
-        raise UsageError(f"--max-drop/--min-cosine work on {', '.join(FALLBACK_OPTION)}, not {target.name}")
+    The target declares the option that holds its kept layers (`Target.fallback_option`) and how
+    its layers are ranked (`Target.diagnose`); nothing here knows a target by name."""
+    from vitedge.runtimes.open import run_batched
+
+    option = target.fallback_option
+    if option is None or target.diagnose is None:
+        raise UsageError(f"--max-drop/--min-cosine work on {', '.join(fallback_targets())}, not {target.name}")
+    search_x, search_labels, search_desc = search.x, search.labels, search.description
 
     def logits_of(bundle_dir: Path, art: Any) -> np.ndarray:
         runner = open_runner(bundle_dir, art)
@@ -181,20 +186,17 @@ def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search_x:
 
     stderr_console.print(f"fallback: {target.name} misses the budget ({budget.describe()}): accuracy drop "
                          f"{initial['drop_pts']:.2f} pts, cosine {initial['cosine_mean']:.5f}; ranking layers")
-    assert ctx.onnx is not None
-    pre = ctx.work_dir / "model.pre.onnx"
-    diag = diagnose_artifact(target.name, ctx.onnx.path, ctx.bundle_dir / artifact.main_file, search_x[:16],
-                             ctx.work_dir, qdq_reference=pre if pre.exists() else None)
+    diag = target.diagnose(ctx.require_onnx().path, ctx.bundle_dir / artifact.main_file, search_x[:16], ctx.work_dir)
     rows = diag.ranking()
     filled = new_result(budget, search_desc, rows)
     result.total_layers, result.ranking = filled.total_layers, filled.ranking
-    existing = tuple(ctx.options.get(option, ()))
+    existing = tuple(getattr(ctx.options, option))
     trials: dict[int, tuple[Path, Any]] = {}
 
     def trial(names: list[str]) -> dict[str, float]:
         d = ctx.work_dir / f"fallback-{len(names)}"
         d.mkdir()
-        tctx = replace(ctx, bundle_dir=d, options={**ctx.options, option: existing + tuple(names)})
+        tctx = replace(ctx, bundle_dir=d, options=replace(ctx.options, **{option: existing + tuple(names)}))
         try:
             art = target.build(tctx)
             metrics = evaluate_logits(logits_of(d, art), reference_logits, search_labels)

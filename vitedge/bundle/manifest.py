@@ -24,19 +24,38 @@ FORMAT = "vitedge-bundle"
 FORMAT_VERSION = 1
 REFERENCE = "reference.npz"
 
-_PACKAGES = ("vitedge", "torch", "onnx", "onnxruntime", "openvino", "nncf", "onnxslim", "onnxscript",
-             "timm", "torchao", "tensorrt", "numpy")
+# What every host-side export uses; a target adds its own requirements, a runtime its packages.
+_HOST_PACKAGES = ("numpy", "torch", "onnx", "onnxslim", "onnxscript", "timm")
 
 
-def package_versions() -> dict[str, str]:
+def _versions(names: Any) -> dict[str, str]:
     out = {}
-    for name in _PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    out["vitedge"] = __version__
     return out
+
+
+def package_versions(target: Any = None) -> dict[str, str]:
+    """Versions of what built the bundle: vitedge, the host stack, the target's and runtime's packages."""
+    from vitedge.runtimes.registry import get_runtime
+
+    names = list(_HOST_PACKAGES)
+    if target is not None:
+        names += [m.replace("_", "-") for m in target.requires] + list(get_runtime(target.runtime).packages)
+    return {"vitedge": __version__, **_versions(dict.fromkeys(names))}
+
+
+def device_requirements(runtime: str) -> dict[str, Any]:
+    """What the device needs to run the artifact: the runtime's packages at the versions used
+    here, and whether torch is needed (ExecuTorch's Python runtime, AOTInductor, torchao)."""
+    from vitedge.runtimes.registry import get_runtime
+
+    spec = get_runtime(runtime)
+    return {"runtime": spec.name, "packages": _versions(spec.packages), "needs_torch": spec.needs_torch,
+            "install": spec.install}
 
 
 def file_entries(bundle: Path, names: list[str]) -> dict[str, dict[str, Any]]:

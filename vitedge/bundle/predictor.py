@@ -5,10 +5,10 @@ the preprocessing, so `predict` applies exactly what training and evaluation app
 (`vitedge.calib.preprocess`: resize + centre crop + normalise, the same functions). Inputs may be
 uint8 HWC arrays (one image or an NHWC batch), PIL images, file paths, or lists of those.
 
-Thread safety: ONNX Runtime sessions are shared (their `run` is thread-safe); OpenVINO gets one
-infer request per thread (the runner does this); runtimes whose execution context is not
-thread-safe (TensorRT) are serialised with a lock. 8 threads predicting at once get the same
-results as one.
+Thread safety: each runtime declares whether one activated runner serves concurrent calls
+(`RuntimeSpec.thread_safe`: ONNX Runtime sessions are shared, OpenVINO gets one infer request per
+thread); the others (TensorRT's execution context) are serialised with a lock. 8 threads
+predicting at once get the same results as one.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from vitedge.calib.images import load_image
 from vitedge.calib.preprocess import PreprocessSpec, normalize, resize_and_crop
 from vitedge.card import ModelCard
 from vitedge.errors import InputError, ParityError
-from vitedge.runtimes import runner_class
 from vitedge.runtimes.base import Runner
+from vitedge.runtimes.open import open_runner, run_batched
+from vitedge.runtimes.registry import get_runtime
 
-# Runtimes whose runner may be called from several threads at once without a lock.
-_THREAD_SAFE = {"onnxruntime", "openvino", "torch", "torchao"}
+MAX_BATCH = 64  # images per runtime call for models with a dynamic batch
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,7 @@ class Predictor:
         self.spec: PreprocessSpec = self.card.preprocess
         self.classes: tuple[str, ...] = self.card.classes
         self._runner = runner
-        self._input = runner.inputs()[0]
-        batch = self._input.shape[0]
-        self._fixed_batch = batch if isinstance(batch, int) else None
-        self._max_batch = self._fixed_batch or runner.max_batch() or 64
-        self._lock = None if manifest.runtime in _THREAD_SAFE else threading.Lock()
+        self._lock = None if get_runtime(manifest.runtime).thread_safe else threading.Lock()
 
     @classmethod
     def open(cls, bundle: str | Path, threads: int | None = None, verify_checksums: bool = True,
@@ -83,7 +79,7 @@ class Predictor:
         if not manifest.data.get("parity", {}).get("passed", False) and not allow_failed:
             raise ParityError(f"{manifest.bundle}: this artifact failed its parity gate at export "
                               "(see report.md); pass allow_failed=True to load it anyway")
-        runner = runner_class(manifest.runtime)(manifest.main_file, threads=threads, **manifest.runner_options)
+        runner = open_runner(manifest, threads)
         runner.activate()
         return cls(manifest, runner)
 
@@ -141,21 +137,12 @@ class Predictor:
     def logits(self, images: Any) -> np.ndarray:
         """(N, num_classes) raw logits for `images`."""
         x = self.preprocess(images)
-        parts = []
-        step = self._max_batch
-        for i in range(0, len(x), step):
-            chunk = x[i : i + step]
-            n = len(chunk)
-            if self._fixed_batch and n < self._fixed_batch:
-                chunk = np.concatenate([chunk, np.zeros((self._fixed_batch - n, *chunk.shape[1:]), np.float32)])
-            feed = {self._input.name: np.ascontiguousarray(chunk)}
-            if self._lock is not None:
-                with self._lock:
-                    out = self._runner.infer(feed)
-            else:
-                out = self._runner.infer(feed)
-            parts.append(next(iter(out.values()))[:n])
-        return np.concatenate(parts)
+        if self._lock is not None:
+            with self._lock:
+                out = run_batched(self._runner, x, MAX_BATCH)
+        else:
+            out = run_batched(self._runner, x, MAX_BATCH)
+        return next(iter(out.values()))
 
     def predict(self, images: Any, top_k: int = 5, return_logits: bool = False) -> Prediction | list[Prediction]:
         """Top-k classes and probabilities; one Prediction for one image, a list for a batch."""

@@ -6,13 +6,21 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitedge.bundle.manifest import MANIFEST, file_entries, package_versions, write_manifest
+from vitedge.bundle.manifest import (
+    MANIFEST,
+    device_requirements,
+    file_entries,
+    package_versions,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
-    from vitedge.pipeline import ExportReport, ExportRequest
+    from vitedge.export.onnx_export import ExportConfig
+    from vitedge.report import ExportReport
+    from vitedge.targets.registry import Target
 
 
-def write_bundle_files(bundle: Path, report: ExportReport, request: ExportRequest) -> None:
+def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig, target: Target) -> None:
     d = report.to_dict()
     (bundle / "report.json").write_text(json.dumps(d, indent=2) + "\n")
     (bundle / "report.md").write_text(render_markdown(d) + "\n")
@@ -27,15 +35,16 @@ def write_bundle_files(bundle: Path, report: ExportReport, request: ExportReques
                      "predicted_by": report.artifact.predicted_by},
         "card": card.to_dict(),
         "input": {"name": "input", "dtype": "float32", "layout": card.preprocess.layout,
-                  "shape": [request.export.static_batch or "batch", 3, *card.preprocess.input_size]},
+                  "shape": [export.static_batch or "batch", 3, *card.preprocess.input_size]},
         "output": {"name": "logits", "dtype": "float32",
-                   "shape": [request.export.static_batch or "batch", len(card.classes)]},
+                   "shape": [export.static_batch or "batch", len(card.classes)]},
         "export": report.export_info,
         "details": report.artifact.details,
         "parity": {k: d["parity"][k] for k in ("passed", "max_abs", "cosine_min", "cosine_mean", "top1_agreement",
                                                "tolerance")} | {"accuracy": d["accuracy"]},
         "reference": "reference.npz",
-        "versions": package_versions(),
+        "versions": package_versions(target),
+        "device": device_requirements(report.artifact.runtime),
         "files": file_entries(bundle, names),
     })
 

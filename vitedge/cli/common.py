@@ -38,6 +38,27 @@ ImgSizeOpt = Annotated[
 NumClassesOpt = Annotated[
     int | None, typer.Option("--num-classes", help="Classes for --random-init / --weights models.")
 ]
+EvalOpt = Annotated[str, typer.Option("--eval", help="Labelled images for parity/accuracy: 'synthetic' or DIR.")]
+EvalNOpt = Annotated[int | None, typer.Option("--eval-n", help="Use a seeded subset of N eval images.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Threads for every runner (default: all cores).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random parity inputs and subsets.")]
+CalibOpt = Annotated[str | None, typer.Option(
+    "--calib", help="Calibration data for INT8 targets: 'synthetic', DIR, or FILE.npy/.npz (default synthetic "
+    "for models trained on it).", rich_help_panel="Quantisation")]
+NumCalibOpt = Annotated[int, typer.Option("--num-calib", help="Calibration samples (seeded subset).",
+                                          rich_help_panel="Quantisation")]
+OptionOpt = Annotated[list[str] | None, typer.Option(
+    "--option", "-O", help="Target option KEY=VALUE (repeatable), the same as its flag --KEY VALUE; "
+    "`vitedge targets --options TARGET` lists them.", rich_help_panel="Target options")]
+
+
+def check_common(eval_n: int | None, threads: int | None) -> None:
+    from vitedge.errors import UsageError
+
+    if eval_n is not None and eval_n < 1:
+        raise UsageError("--eval-n must be >= 1")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be >= 1")
 
 
 def load_model_from_cli(

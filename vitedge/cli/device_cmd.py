@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from vitedge.cli.common import console
 from vitedge.cli.main import app
-from vitedge.errors import InputError, UsageError
-
-
-def open_runner_for(path: Path, threads: int | None) -> tuple[Any, dict[str, Any] | None]:
-    """A runner for a bundle directory (via its manifest) or a bare .onnx / OpenVINO .xml file."""
-    from vitedge.runtimes import runner_class
-
-    if path.is_dir():
-        from vitedge.bundle.manifest import read_manifest
-
-        m = read_manifest(path)
-        return runner_class(m.runtime)(m.main_file, threads=threads, **m.runner_options), m.data
-    if path.suffix == ".onnx":
-        return runner_class("onnxruntime")(path, threads=threads), None
-    if path.suffix == ".xml":
-        return runner_class("openvino")(path, threads=threads), None
-    if path.suffix in (".engine", ".plan"):
-        return runner_class("tensorrt")(path), None
-    if not path.exists():
-        raise InputError(f"{path}: no such bundle or model file")
-    raise UsageError(f"{path}: give a bundle directory, a .onnx, an OpenVINO .xml or a TensorRT .engine")
+from vitedge.errors import UsageError
 
 
 def _batches(text: str) -> list[int]:
@@ -46,7 +26,7 @@ def _batches(text: str) -> list[int]:
 
 @app.command("bench")
 def bench_command(
-    artifact: Annotated[Path, typer.Argument(help="Bundle directory, .onnx, OpenVINO .xml or .engine.")],
+    artifact: Annotated[Path, typer.Argument(help="Bundle directory, or a model file any installed runtime opens (.onnx, OpenVINO .xml, .engine, ...).")],
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all cores).")] = None,
     budget: Annotated[float, typer.Option(help="Seconds of timed runs per batch size.")] = 3.0,
@@ -62,7 +42,9 @@ def bench_command(
     sizes = _batches(batch)
     if threads is not None and threads < 1:
         raise UsageError("--threads must be >= 1")
-    runner, _ = open_runner_for(artifact, threads)
+    from vitedge.runtimes.open import open_runner
+
+    runner = open_runner(artifact, threads)
     results = []
     with runner:
         spec = runner.inputs()[0]

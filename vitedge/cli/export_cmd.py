@@ -9,39 +9,76 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from vitedge.calib.datasets import SYNTHETIC
+from vitedge.calib.source import DEFAULT_NUM_CALIB
 from vitedge.cli.common import (
     ArchOpt,
+    CalibOpt,
     ClassesOpt,
+    EvalNOpt,
+    EvalOpt,
     ImgSizeOpt,
     ModelArg,
+    NumCalibOpt,
     NumClassesOpt,
+    OptionOpt,
     RandomInitOpt,
+    SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
+    check_common,
     console,
     load_model_from_cli,
 )
 from vitedge.cli.main import app
+from vitedge.export.config import ExportConfig
+from vitedge.request import BenchConfig, ExportRequest
+from vitedge.targets.catalog import DEFAULT_TARGET
 
 
 @app.command("targets")
-def targets_command() -> None:
+def targets_command(
+    options: Annotated[str | None, typer.Option("--options", help="List this target's options (flags and defaults).")] = None,
+) -> None:
     """List export targets and whether each can run on this machine."""
-    from vitedge.targets.registry import get_target, list_targets
+    from vitedge.auto import AUTO_DEVICES, auto_candidates
+    from vitedge.targets.registry import all_targets, get_target
 
+    if options is not None:
+        _print_options(get_target(options))
+        return
     table = Table(title="vitedge targets")
     for col in ("target", "runtime", "precision", "calibration", "here", "description"):
         table.add_column(col)
-    for name in list_targets():
-        t = get_target(name)
+    for t in all_targets():
         missing = t.missing()
-        here = "yes" if not missing else f"no ({', '.join(missing)} missing)"
-        table.add_row(name, t.runtime, t.precision, "yes" if t.needs_calibration else "", here, t.description)
-    from vitedge.auto import AUTO_TARGETS
-
-    for name, candidates in AUTO_TARGETS.items():
+        here = ("kit" if t.kit else "yes") if not missing else f"no ({', '.join(missing)} missing)"
+        table.add_row(t.name, t.runtime, t.precision, "yes" if t.needs_calibration else "", here, t.description)
+    for name in AUTO_DEVICES:
+        candidates = ", ".join(t.name for t in auto_candidates(name))
         table.add_row(name, "(measured)", "-", "if given", "yes",
-                      f"builds {', '.join(candidates)}; keeps the fastest that passes parity on this device")
+                      f"builds {candidates}; keeps the fastest that passes parity on this device")
     console.print(table)
+    console.print("Target options: `vitedge targets --options TARGET`; shared flags: `vitedge export --help`.")
+
+
+def _print_options(target) -> None:  # type: ignore[no-untyped-def]
+    from vitedge.options import option_infos
+
+    infos = [i for i in option_infos(target.options) if not i.hidden]
+    if not infos:
+        console.print(f"{target.name} has no options.")
+        return
+    table = Table(title=f"{target.name} options (flag, or --option KEY=VALUE)")
+    for col in ("flag", "type", "default", "help"):
+        table.add_column(col)
+    for i in infos:
+        choices = f" ({' | '.join(i.choices)})" if i.choices else ""
+        table.add_row(i.flag, i.type, repr(i.default) if i.default is not None else "auto", i.help + choices)
+    console.print(table)
+    if target.fallback_option:
+        console.print(f"--ignore NAME (repeatable) keeps layers in higher precision ({target.fallback_option}); "
+                      "--max-drop / --min-cosine search for them")
 
 
 def print_report(report) -> None:  # type: ignore[no-untyped-def]
@@ -65,8 +102,11 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
     table.add_row("artifact size", f"{d['artifact_bytes'] / 1e6:.2f} MB", "")
     console.print(table)
     if report.artifact.predicted_by:
-        console.print(f"[yellow]parity predicted on CPU by {report.artifact.predicted_by}; engine not built[/]")
-        console.print(f"build kit in {report.out}: KIT.md, build_engine.py, trtexec.sh, verify_engine.py")
+        console.print(f"[yellow]parity predicted on CPU by {report.artifact.predicted_by}; "
+                      "the target runtime was not run here[/]")
+        kit = report.artifact.details.get("kit_files")
+        if kit:
+            console.print(f"build kit in {report.out}: {', '.join(kit)}")
     for note in d["notes"]:
         console.print(f"note: {escape(note)}")
     fb = d.get("fallback")
@@ -126,7 +166,7 @@ def print_auto(result) -> None:  # type: ignore[no-untyped-def]
 @app.command("export")
 def export_command(
     model: ModelArg,
-    target: Annotated[str, typer.Option("--target", "-t", help="Export target (see `vitedge targets`).")] = "onnx-fp32",
+    target: Annotated[str, typer.Option("--target", "-t", help="Export target (see `vitedge targets`).")] = DEFAULT_TARGET,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle directory to create.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
     arch: ArchOpt = None,
@@ -135,108 +175,78 @@ def export_command(
     random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     num_classes: NumClassesOpt = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset (17-23).")] = 20,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17-23).")] = ExportConfig.opset,
     static_batch: Annotated[int | None, typer.Option(help="Fix the batch size (default: dynamic).")] = None,
-    exporter: Annotated[str, typer.Option(help="auto | dynamo | torchscript.")] = "auto",
-    eval_data: Annotated[str, typer.Option("--eval", help="Labelled images for parity/accuracy: 'synthetic' or DIR.")] = "synthetic",
-    eval_n: Annotated[int | None, typer.Option(help="Use a seeded subset of N eval images.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Threads for artifact and reference (default: all cores).")] = None,
-    max_abs: Annotated[float | None, typer.Option(help="Override the max |logit error| limit.")] = None,
-    cosine_min: Annotated[float | None, typer.Option(help="Override the worst-sample cosine limit.")] = None,
-    cosine_mean: Annotated[float | None, typer.Option(help="Override the mean cosine limit.")] = None,
-    top1_agreement: Annotated[float | None, typer.Option(help="Override the top-1 agreement limit.")] = None,
-    max_accuracy_drop: Annotated[float | None, typer.Option(help="Override the accuracy-drop limit (pts).")] = None,
-    bench_budget: Annotated[float, typer.Option(help="Seconds of timing for artifact + reference.")] = 3.0,
-    seed: Annotated[int, typer.Option(help="Seed for random parity inputs and subsets.")] = 0,
-    calib: Annotated[str | None, typer.Option(help="Calibration data: 'synthetic', DIR, or FILE.npy/.npz (INT8 targets; default synthetic for models trained on it).", rich_help_panel="Quantisation")] = None,
-    num_calib: Annotated[int, typer.Option(help="Calibration samples (seeded subset).", rich_help_panel="Quantisation")] = 300,
-    calib_method: Annotated[str, typer.Option(help="ort-int8 calibration: minmax | percentile | entropy.", rich_help_panel="Quantisation")] = "minmax",
-    calib_percentile: Annotated[float, typer.Option(help="Percentile for --calib-method percentile.", rich_help_panel="Quantisation")] = 99.999,
-    ort_reduce_range: Annotated[bool, typer.Option(help="ort-int8: 7-bit weights, safe on x86 CPUs without VNNI.", rich_help_panel="Quantisation")] = True,
-    ort_activations: Annotated[str, typer.Option(help="ort-int8 activation type: uint8 | int8.", rich_help_panel="Quantisation")] = "uint8",
-    quantize_attention: Annotated[bool, typer.Option(help="ort-int8: also quantise attention's Q.K^T and attn.V MatMuls.", rich_help_panel="Quantisation")] = False,
-    ov_preset: Annotated[str | None, typer.Option(help="ov-int8 NNCF preset: mixed | performance.", rich_help_panel="Quantisation")] = None,
-    ov_bias_correction: Annotated[str, typer.Option(help="ov-int8 bias correction: fast | full.", rich_help_panel="Quantisation")] = "fast",
-    ov_smooth_quant: Annotated[float | None, typer.Option(help="ov-int8 SmoothQuant alpha for MatMuls (-1 = off).", rich_help_panel="Quantisation")] = None,
-    ov_source: Annotated[str, typer.Option(help="OpenVINO targets convert from: onnx | torch.", rich_help_panel="Quantisation")] = "onnx",
-    ignore: Annotated[list[str] | None, typer.Option(help="Node name kept in float (repeatable; ORT node names or OpenVINO friendly names).", rich_help_panel="Quantisation")] = None,
-    min_batch: Annotated[int, typer.Option(help="TensorRT profile: smallest batch.", rich_help_panel="TensorRT")] = 1,
-    opt_batch: Annotated[int, typer.Option(help="TensorRT profile: batch to optimise for.", rich_help_panel="TensorRT")] = 1,
-    max_batch: Annotated[int, typer.Option(help="TensorRT profile: largest batch.", rich_help_panel="TensorRT")] = 8,
-    workspace_mb: Annotated[int, typer.Option(help="TensorRT workspace limit (MiB).", rich_help_panel="TensorRT")] = 2048,
-    trt_opt_level: Annotated[int, typer.Option(help="TensorRT builder optimisation level 0-5.", rich_help_panel="TensorRT")] = 3,
-    version_compatible: Annotated[bool, typer.Option(help="TensorRT version-compatible engine.", rich_help_panel="TensorRT")] = False,
-    hardware_compatible: Annotated[bool, typer.Option(help="TensorRT Ampere+ hardware-compatible engine.", rich_help_panel="TensorRT")] = False,
-    trt_major: Annotated[str, typer.Option(help="TensorRT major version the lint checks against: 10 | 11.", rich_help_panel="TensorRT")] = "10",
-    require_engine: Annotated[bool, typer.Option(help="Fail (exit 5) when no engine can be built here, instead of writing a kit.", rich_help_panel="TensorRT")] = False,
+    exporter: Annotated[str, typer.Option(help="auto | dynamo | torchscript.")] = ExportConfig.exporter,
+    eval_data: EvalOpt = SYNTHETIC,
+    eval_n: EvalNOpt = None,
+    threads: ThreadsOpt = None,
+    tol_max_abs: Annotated[float | None, typer.Option(help="Override the max |logit error| limit.", rich_help_panel="Parity gate")] = None,
+    tol_cosine_min: Annotated[float | None, typer.Option(help="Override the worst-sample cosine limit.", rich_help_panel="Parity gate")] = None,
+    tol_cosine_mean: Annotated[float | None, typer.Option(help="Override the mean cosine limit.", rich_help_panel="Parity gate")] = None,
+    tol_top1_agreement: Annotated[float | None, typer.Option(help="Override the top-1 agreement limit.", rich_help_panel="Parity gate")] = None,
+    tol_accuracy_drop: Annotated[float | None, typer.Option(help="Override the accuracy-drop limit (pts).", rich_help_panel="Parity gate")] = None,
+    bench_budget: Annotated[float, typer.Option(help="Seconds of timing for artifact + reference.")] = BenchConfig.budget_s,
+    seed: SeedOpt = 0,
+    calib: CalibOpt = None,
+    num_calib: NumCalibOpt = DEFAULT_NUM_CALIB,
+    ignore: Annotated[list[str] | None, typer.Option(help="Layer kept in higher precision (repeatable; ONNX node names or OpenVINO friendly names, as `vitedge diagnose` shows them).", rich_help_panel="Quantisation")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Accuracy budget (pts on held-out labelled data): keep the most sensitive layers in higher precision until it holds.", rich_help_panel="Accuracy-aware fallback")] = None,
     min_cosine: Annotated[float | None, typer.Option(help="Budget on the mean logit cosine vs PyTorch (alternative or addition to --max-drop).", rich_help_panel="Accuracy-aware fallback")] = None,
-    fallback_n: Annotated[int, typer.Option(help="Images in the fallback's search set (shapes10 val, or half of --eval DIR).", rich_help_panel="Accuracy-aware fallback")] = 1000,
-    ov_accuracy_control: Annotated[bool, typer.Option(help="ov-int8: use NNCF's quantize_with_accuracy_control instead of vitedge's search.", rich_help_panel="Accuracy-aware fallback")] = False,
+    fallback_n: Annotated[int, typer.Option(help="Images in the fallback's search set (shapes10 val, or half of --eval DIR).", rich_help_panel="Accuracy-aware fallback")] = ExportRequest.fallback_n,
+    option: OptionOpt = None,
 ) -> None:
-    """Export MODEL to a target, check parity with PyTorch, time it, and write a bundle."""
-    from vitedge.auto import AUTO_TARGETS
-    from vitedge.errors import ParityError, UsageError
-    from vitedge.export.onnx_export import ExportConfig
-    from vitedge.pipeline import BenchConfig, ExportRequest, export_target
-    from vitedge.targets.registry import get_target
+    """Export MODEL to a target, check parity with PyTorch, time it, and write a bundle.
 
-    is_auto = target in AUTO_TARGETS
-    if not is_auto:
-        get_target(target)  # unknown target: fail before loading anything
-    if eval_n is not None and eval_n < 1:
-        raise UsageError("--eval-n must be >= 1")
-    if threads is not None and threads < 1:
-        raise UsageError("--threads must be >= 1")
+    Target options are flags named after the target family (--ort-calib-method, --ov-preset,
+    --trt-max-batch, ...): `vitedge targets --options TARGET` lists them with their defaults."""
+    from vitedge.auto import AUTO_DEVICES
+    from vitedge.cli.flags import check_applicable, parse_option_values
+    from vitedge.errors import ParityError, UsageError
+    from vitedge.pipeline import export_target
+    from vitedge.targets.registry import all_targets, get_target
+
+    is_auto = target in AUTO_DEVICES
+    selected = [t for t in all_targets() if AUTO_DEVICES[target] in t.auto] if is_auto else [get_target(target)]
+    check_common(eval_n, threads)
+    values = parse_option_values(option)
+    if ignore:
+        if is_auto or not selected[0].fallback_option:
+            from vitedge.fallback import fallback_targets
+
+            raise UsageError(f"--ignore applies to {', '.join(fallback_targets())}; {target} has no "
+                             "reduced-precision layers to keep")
+        values[selected[0].fallback_option] = list(ignore)
+    check_applicable(values, selected)
     export_cfg = ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter)
     budget = None
     if max_drop is not None or min_cosine is not None:
-        from vitedge.fallback import FALLBACK_OPTION, Budget
+        from vitedge.fallback import Budget, fallback_targets
 
         budget = Budget(max_drop=max_drop, min_cosine=min_cosine)
-        if not is_auto and target not in FALLBACK_OPTION:
-            raise UsageError(f"--max-drop/--min-cosine apply to {', '.join(FALLBACK_OPTION)}; {target} has no "
+        if not is_auto and target not in fallback_targets():
+            raise UsageError(f"--max-drop/--min-cosine apply to {', '.join(fallback_targets())}; {target} has no "
                              "reduced-precision layers to move back")
         # The budget is also the parity gate, so the report and the search agree.
-        max_accuracy_drop = max_drop if max_accuracy_drop is None else max_accuracy_drop
-        cosine_mean = min_cosine if cosine_mean is None else cosine_mean
-    if ov_accuracy_control and max_drop is None:
-        raise UsageError("--ov-accuracy-control needs --max-drop")
-    if ov_bias_correction not in ("fast", "full"):
-        raise UsageError("--ov-bias-correction must be fast or full")
-    options = {
-        "ort_calibrate_method": calib_method, "ort_percentile": calib_percentile,
-        "ort_reduce_range": ort_reduce_range, "ort_activation_type": ort_activations,
-        "ort_quantize_attention": quantize_attention, "ort_exclude": tuple(ignore or ()),
-        "ov_preset": ov_preset, "ov_fast_bias_correction": ov_bias_correction == "fast",
-        "ov_smooth_quant": ov_smooth_quant, "ov_source": ov_source, "ignore": tuple(ignore or ()),
-        "trt_min_batch": min_batch, "trt_opt_batch": opt_batch, "trt_max_batch": max_batch,
-        "trt_workspace_mb": workspace_mb, "trt_optimization_level": trt_opt_level,
-        "trt_version_compatible": version_compatible, "trt_hardware_compatible": hardware_compatible,
-        "trt_major": trt_major, "require_engine": require_engine, "ov_accuracy_control": ov_accuracy_control,
-    }
-    if trt_major not in ("10", "11"):
-        raise UsageError("--trt-major must be 10 or 11")
-    if require_engine and target.startswith("trt-"):
-        from vitedge.errors import MissingDependencyError
-        from vitedge.targets.tensorrt import why_no_engine
-
-        reason = why_no_engine()
-        if reason:  # fail before any work: CI jobs asking for an engine want to know at once
-            raise MissingDependencyError(f"--require-engine: no TensorRT engine can be built here ({reason})")
+        tol_accuracy_drop = max_drop if tol_accuracy_drop is None else tol_accuracy_drop
+        tol_cosine_mean = min_cosine if tol_cosine_mean is None else tol_cosine_mean
+    if not is_auto:  # options are checked (and preflight runs) before anything is loaded
+        t = selected[0]
+        options = t.options_from(values)
+        if t.preflight is not None:
+            t.preflight(options, budget)
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
     if is_auto:
         calibration = auto_calibration(loaded.card, calib, num_calib, seed)
     else:
-        calibration = calibration_for(get_target(target), loaded.card, calib, num_calib, seed)
+        calibration = calibration_for(selected[0], loaded.card, calib, num_calib, seed)
     out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"
     request = ExportRequest(
         target=target, out=out, force=force, export=export_cfg, eval_data=eval_data, eval_n=eval_n,
         threads=threads, seed=seed,
-        tolerance={"max_abs": max_abs, "cosine_min": cosine_min, "cosine_mean": cosine_mean,
-                   "top1_agreement": top1_agreement,
-                   "max_accuracy_drop": max_accuracy_drop},
-        bench=BenchConfig(budget_s=bench_budget), calibration=calibration, options=options,
+        tolerance={"max_abs": tol_max_abs, "cosine_min": tol_cosine_min, "cosine_mean": tol_cosine_mean,
+                   "top1_agreement": tol_top1_agreement, "max_accuracy_drop": tol_accuracy_drop},
+        bench=BenchConfig(budget_s=bench_budget), calibration=calibration, options=values,
         budget=budget, fallback_n=fallback_n,
     )
     if is_auto:
@@ -290,7 +300,7 @@ def lint_command(
 def diagnose_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory (an export --out) with an ONNX or OpenVINO artifact.")],
     model: Annotated[str | None, typer.Option(help="Reference model (default: the bundle's own source).")] = None,
-    n: Annotated[int, typer.Option(help="Images to compare on.")] = 16,
+    eval_n: Annotated[int, typer.Option(help="Images to compare on.")] = 16,
     top: Annotated[int, typer.Option(help="How many of the most sensitive layers to list.")] = 10,
     eval_data: Annotated[str, typer.Option("--eval", help="'synthetic' or a labelled folder.")] = "synthetic",
     out: Annotated[Path | None, typer.Option(help="Write diagnose.md / .json / .png here (default: the bundle).")] = None,
@@ -302,9 +312,9 @@ def diagnose_command(
     from vitedge.diagnose.run import diagnose_bundle
     from vitedge.errors import UsageError
 
-    if n < 1 or top < 1:
-        raise UsageError("--n and --top must be >= 1")
-    diag = diagnose_bundle(bundle, model, n, eval_data=eval_data)
+    if eval_n < 1 or top < 1:
+        raise UsageError("--eval-n and --top must be >= 1")
+    diag = diagnose_bundle(bundle, model, eval_n, eval_data=eval_data)
     dest = out or bundle
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "diagnose.md").write_text(diag.to_markdown(top))

@@ -2,7 +2,7 @@
 
 Error policy (see vitedge.errors): an expected failure prints one line `vitedge: <kind>: <what
 to do>` to stderr and exits with its class's code; `--debug` (anywhere on the line) shows the
-traceback instead. SIGINT and SIGTERM both raise `Interrupted` in the main thread (see vitedge.interrupts), so
+traceback instead, and `--verbose` lets known third-party noise through (vitedge.quiet). SIGINT and SIGTERM both raise `Interrupted` in the main thread (see vitedge.interrupts), so
 temporary outputs are removed on the way out and the exit code is 130.
 """
 
@@ -60,9 +60,15 @@ def _err(kind: str, msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
+    verbose = "--verbose" in args
+    args = [a for a in args if a not in ("--debug", "--verbose")]
     _register_commands()
     try:
+        from vitedge import quiet
+        from vitedge.cli.flags import rewrite_argv
+
+        quiet.set_verbose(verbose)
+        args = rewrite_argv(args)
         with interrupts.installed():
             result = app(args=args, prog_name="vitedge", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0

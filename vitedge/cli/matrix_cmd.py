@@ -8,13 +8,23 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from vitedge.calib.datasets import SYNTHETIC
+from vitedge.calib.source import DEFAULT_NUM_CALIB
 from vitedge.cli.common import (
     ArchOpt,
+    CalibOpt,
     ClassesOpt,
+    EvalNOpt,
+    EvalOpt,
     ImgSizeOpt,
+    NumCalibOpt,
     NumClassesOpt,
+    OptionOpt,
     RandomInitOpt,
+    SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
+    check_common,
     console,
     load_model_from_cli,
 )
@@ -23,10 +33,10 @@ from vitedge.errors import ParityError, UsageError
 
 
 def default_targets() -> list[str]:
-    """Every target that can run (or, for TensorRT, be prepared as a kit) on this machine."""
-    from vitedge.targets.registry import get_target, list_targets
+    """Every matrix target that can run (or, for a kit, be prepared) on this machine."""
+    from vitedge.targets.registry import all_targets
 
-    return [t for t in list_targets() if not get_target(t).missing() and not t.startswith("test-")]
+    return [t.name for t in all_targets() if t.in_matrix and not t.missing()]
 
 
 @app.command("matrix")
@@ -41,16 +51,20 @@ def matrix_command(
     random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     num_classes: NumClassesOpt = None,
-    calib: Annotated[str | None, typer.Option(help="Calibration data for INT8 targets (default synthetic for shapes10 models).")] = None,
-    num_calib: Annotated[int, typer.Option(help="Calibration samples.")] = 300,
-    eval_data: Annotated[str, typer.Option("--eval", help="Labelled images: 'synthetic' or DIR.")] = "synthetic",
-    eval_n: Annotated[int | None, typer.Option(help="Seeded subset of N eval images.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Threads for every runner (default: all cores).")] = None,
+    calib: CalibOpt = None,
+    num_calib: NumCalibOpt = DEFAULT_NUM_CALIB,
+    eval_data: EvalOpt = SYNTHETIC,
+    eval_n: EvalNOpt = None,
+    threads: ThreadsOpt = None,
     batch_sweep: Annotated[str, typer.Option(help="Batch sizes for the side-by-side latency, e.g. 1,8.")] = "1",
     bench_budget: Annotated[float, typer.Option(help="Seconds of side-by-side timing per batch size.")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    seed: SeedOpt = 0,
+    option: OptionOpt = None,
 ) -> None:
-    """Export MODEL to many targets and compare them side by side: table, JSON and Pareto plot."""
+    """Export MODEL to many targets and compare them side by side: table, JSON and Pareto plot.
+
+    Target option flags (--ort-calib-method, --ov-preset, ...) apply to every selected target
+    that declares them."""
     from vitedge.matrix.merge import merge, read_cells
 
     if merge_from:
@@ -65,15 +79,18 @@ def matrix_command(
     import tempfile
 
     from vitedge.cli.export_cmd import calibration_for
-    from vitedge.export.onnx_export import ExportConfig
+    from vitedge.cli.flags import check_applicable, parse_option_values
+    from vitedge.export.config import ExportConfig
     from vitedge.matrix.cells import run_cell, time_side_by_side
-    from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork
+    from vitedge.pipeline import SharedWork
+    from vitedge.request import BenchConfig, ExportRequest
     from vitedge.runtimes.base import default_threads
     from vitedge.targets.registry import get_target
 
+    check_common(eval_n, threads)
     names = [t.strip() for t in targets.split(",") if t.strip()] if targets else default_targets()
-    for t in names:
-        get_target(t)  # unknown names fail before any work
+    values = parse_option_values(option)
+    check_applicable(values, [get_target(t) for t in names])  # unknown names fail before any work
     try:
         batches = tuple(int(b) for b in batch_sweep.split(","))
     except ValueError:
@@ -90,7 +107,7 @@ def matrix_command(
                                           loaded.card, calib, num_calib, seed)
     n_threads = threads or default_threads()
     request = ExportRequest(target=names[0], out=out, export=ExportConfig(), eval_data=eval_data, eval_n=eval_n,
-                            seed=seed, threads=n_threads, calibration=calibration,
+                            seed=seed, threads=n_threads, calibration=calibration, options=values,
                             bench=BenchConfig(warmup=5, min_runs=10, budget_s=1.0))
     out.mkdir(parents=True, exist_ok=True)
     cells = []

@@ -11,11 +11,13 @@ from rich.table import Table
 from vitedge.cli.common import (
     ArchOpt,
     ClassesOpt,
+    EvalNOpt,
     ImgSizeOpt,
     ModelArg,
     NumClassesOpt,
     RandomInitOpt,
     WeightsOpt,
+    check_common,
     console,
     load_model_from_cli,
 )
@@ -86,7 +88,7 @@ def eval_command(
     random_init: RandomInitOpt = False,
     img_size: ImgSizeOpt = None,
     num_classes: NumClassesOpt = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded subset of N images.")] = None,
+    eval_n: EvalNOpt = None,
 ) -> None:
     """Top-1 / top-5 accuracy and a confusion summary on labelled data."""
     from vitedge.calib.datasets import eval_data
@@ -94,7 +96,8 @@ def eval_command(
 
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
     card = loaded.card
-    ds = eval_data(data, card.preprocess, card.classes, limit)
+    check_common(eval_n, None)
+    ds = eval_data(data, card.preprocess, card.classes, eval_n)
     acc = evaluate(loaded.module, ds, card.preprocess)
     console.print(f"[bold]{card.arch}[/] on {ds.description}: top-1 {acc.top1:.2%}  "
                   f"top-5 {acc.top5:.2%}")

@@ -1,54 +1,55 @@
 """Entry points: diagnose an artifact against its fp32 reference (for `vitedge diagnose` and for
-ranking layers in the accuracy-aware fallback)."""
+ranking layers in the accuracy-aware fallback).
+
+Each target names the reader that fits its artifact (`Target.diagnose`): Q/DQ ONNX, another
+ONNX graph (FP16, fp32), or an OpenVINO IR. All take (fp32_onnx, artifact_file, x, work_dir).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from vitedge.diagnose.result import Diagnosis
 from vitedge.errors import UsageError
 
-QDQ_TARGETS = ("ort-int8", "trt-int8")
-ONNX_TARGETS = (*QDQ_TARGETS, "trt-fp16", "trt-fp32", "onnx-fp32")
-OV_TARGETS = ("ov-int8", "ov-fp16", "ov-fp32")
+
+def diagnose_qdq(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
+    """A Q/DQ ONNX artifact vs the fp32 graph exactly as ORT's quantiser saw it (same tensor
+    names): the pre-processed graph the build left in `work`, or a fresh one."""
+    import onnx
+
+    from vitedge.diagnose.onnx_layers import diagnose_onnx
+    from vitedge.targets.ort_int8 import PREPROCESSED, pre_process
+
+    ref_path = work / PREPROCESSED
+    if not ref_path.exists():
+        pre_process(fp32_onnx, ref_path)
+    return diagnose_onnx(onnx.load(str(ref_path)), onnx.load(str(artifact_file)), x, artifact_file.name)
 
 
-def preprocessed_reference(fp32_onnx: Path, work: Path) -> Path:
-    """The fp32 model exactly as ORT's quantiser saw it (same tensor names as the QDQ artifact)."""
-    from onnxruntime.quantization import quant_pre_process
+def diagnose_onnx_graph(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
+    """Any other ONNX artifact (FP16, fp32) vs the fp32 export, tensor by tensor."""
+    import onnx
 
-    out = work / "reference.pre.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        quant_pre_process(str(fp32_onnx), str(out))
-    return out
+    from vitedge.diagnose.onnx_layers import diagnose_onnx
+
+    return diagnose_onnx(onnx.load(str(fp32_onnx)), onnx.load(str(artifact_file)), x, artifact_file.name)
 
 
-def diagnose_artifact(target: str, fp32_onnx: Path, artifact_file: Path, x: np.ndarray,
-                      work: Path, qdq_reference: Path | None = None) -> Diagnosis:
-    """Compare `artifact_file` (built for `target`) with the fp32 ONNX export on inputs `x`."""
-    from vitedge.diagnose.onnx_layers import _modules, diagnose_onnx
+def diagnose_ov(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
+    """An OpenVINO IR vs the fp32 ONNX converted by OpenVINO (same friendly names)."""
+    import onnx
+    import openvino as ov
 
-    fp32 = onnx.load(str(fp32_onnx))
-    if target in QDQ_TARGETS:
-        ref_path = qdq_reference or preprocessed_reference(fp32_onnx, work)
-        return diagnose_onnx(onnx.load(str(ref_path)), onnx.load(str(artifact_file)), x, f"{target}: {artifact_file.name}")
-    if target in ONNX_TARGETS:
-        return diagnose_onnx(fp32, onnx.load(str(artifact_file)), x, f"{target}: {artifact_file.name}")
-    if target in OV_TARGETS:
-        import openvino as ov
+    from vitedge.diagnose.onnx_layers import _modules
+    from vitedge.diagnose.openvino_layers import diagnose_openvino
 
-        from vitedge.diagnose.openvino_layers import diagnose_openvino
-
-        core = ov.Core()
-        return diagnose_openvino(ov.convert_model(str(fp32_onnx)), core.read_model(str(artifact_file)), x,
-                                 f"{target}: {artifact_file.name}", _modules(fp32))
-    raise UsageError(f"vitedge diagnose does not support target {target!r} (ONNX and OpenVINO artifacts only)")
+    core = ov.Core()
+    return diagnose_openvino(ov.convert_model(str(fp32_onnx)), core.read_model(str(artifact_file)), x,
+                             artifact_file.name, _modules(onnx.load(str(fp32_onnx))))
 
 
 def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: int = 0,
@@ -58,8 +59,15 @@ def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: i
     from vitedge.calib.datasets import eval_data as load_eval
     from vitedge.export.onnx_export import ExportConfig, export_onnx
     from vitedge.models.resolve import load_model
+    from vitedge.targets.registry import get_target
 
     manifest = read_manifest(bundle)
+    target = get_target(manifest.target)
+    if target.diagnose is None:
+        from vitedge.targets.registry import all_targets
+
+        able = ", ".join(t.name for t in all_targets() if t.diagnose)
+        raise UsageError(f"vitedge diagnose does not read {target.name} artifacts; it reads {able}")
     card = manifest.card
     source = model or card.source.removeprefix("builtin:")
     if not source or source in ("random-init", "vitedge train"):
@@ -74,9 +82,11 @@ def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: i
     with tempfile.TemporaryDirectory(prefix="vitedge-diagnose-") as tmp:
         work = Path(tmp)
         static = manifest.data.get("input", {}).get("shape", ["batch"])[0]
-        cfg = ExportConfig(opset=manifest.data.get("export", {}).get("opset", 20) if manifest.data.get("export") else 20,
-                           static_batch=static if isinstance(static, int) else None)
+        opset = (manifest.data.get("export") or {}).get("opset", ExportConfig.opset)
+        cfg = ExportConfig(opset=opset, static_batch=static if isinstance(static, int) else None)
         export_onnx(loaded.module, loaded.card, work / "model.onnx", cfg)
         if isinstance(static, int):
             x = x[: (len(x) // static) * static] if len(x) >= static else np.resize(x, (static, *x.shape[1:]))
-        return diagnose_artifact(manifest.target, work / "model.onnx", manifest.main_file, x, work)
+        diag = target.diagnose(work / "model.onnx", manifest.main_file, x, work)
+        diag.artifact = f"{target.name}: {manifest.main_file.name}"
+        return diag

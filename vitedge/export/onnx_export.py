@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,35 +21,18 @@ import torch
 
 from vitedge import interrupts
 from vitedge.card import ModelCard
-from vitedge.errors import ExportError, UsageError
+from vitedge.errors import ExportError
+from vitedge.export.config import (  # noqa: F401  (re-exported: the exporter's settings live there)
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    MAX_OPSET,
+    MIN_OPSET,
+    OUTPUT_NAME,
+    TWO_GB,
+    ExportConfig,
+)
 from vitedge.export.metadata import set_metadata
-
-# One place for the graph's I/O names: every runner and the manifest read them back from the
-# model itself, these are only what the exporter writes.
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-MIN_OPSET, MAX_OPSET = 17, 23  # 17: LayerNormalization; 20: Gelu; 23: newest the exporter emits
-DEFAULT_OPSET = 20
-TWO_GB = 2**31
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    opset: int = DEFAULT_OPSET
-    static_batch: int | None = None  # None: dynamic batch axis
-    max_batch: int = 1024  # upper bound recorded for the dynamic axis
-    exporter: str = "auto"  # auto | dynamo | torchscript
-    slim: bool = True
-    external_data_threshold: int = TWO_GB  # weights above this go to a side file
-
-    def __post_init__(self) -> None:
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
-            raise UsageError(f"--opset {self.opset} is out of range; use {MIN_OPSET}..{MAX_OPSET} "
-                             "(17+ for LayerNormalization, 20+ for Gelu)")
-        if self.static_batch is not None and self.static_batch < 1:
-            raise UsageError(f"--static-batch {self.static_batch} must be >= 1")
-        if self.exporter not in ("auto", "dynamo", "torchscript"):
-            raise UsageError("--exporter must be auto, dynamo or torchscript")
+from vitedge.quiet import quiet
 
 
 @dataclass
@@ -73,9 +55,9 @@ def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx
     dynamic = None
     if cfg.static_batch is None:
         dynamic = ({0: torch.export.Dim("batch", min=1, max=cfg.max_batch)},)
-    # The exporter prints progress to stdout; keep stdout clean for our own tables/JSON.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    # The exporter prints progress to stdout (stdout carries our own tables/JSON) and, without
+    # torchvision, warns once per torchvision op on every export: see vitedge.quiet.KNOWN_NOISE.
+    with quiet():
         program = torch.onnx.export(
             module, (x,), dynamo=True, opset_version=cfg.opset, input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_shapes=dynamic, optimize=True, verbose=False,
@@ -86,8 +68,7 @@ def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx
 
 def _torchscript(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig, tmp: Path) -> onnx.ModelProto:
     dynamic_axes = None if cfg.static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         torch.onnx.export(
             module, (x,), str(tmp), dynamo=False, opset_version=min(cfg.opset, 20),
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,

@@ -26,14 +26,9 @@ from vitedge.bench.latency import time_calls_with_progress
 from vitedge.errors import VitedgeError
 from vitedge.fsutil import atomic_file
 from vitedge.models.resolve import LoadedModel
-from vitedge.pipeline import (
-    ExportReport,
-    ExportRequest,
-    SharedWork,
-    export_target,
-    open_artifact_runner,
-)
+from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
+from vitedge.report import ExportReport
 from vitedge.runtimes.base import default_threads
 from vitedge.runtimes.torch_runner import TorchRunner
 from vitedge.sysinfo import system_info
@@ -107,16 +102,13 @@ def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Pat
                       batches: tuple[int, ...], budget_s: float) -> None:
     """Re-time every runnable cell and the PyTorch reference interleaved in one run (per batch
     size); store the result in each cell as `latency_ms` (batch 1) and `batch_sweep`."""
-    from vitedge.bundle.manifest import read_manifest
-    from vitedge.targets.registry import Artifact
+    from vitedge.runtimes.open import open_runner
 
     runners = {}
     for cell in cells:
         if cell.get("status") not in ("passed", "failed") or not cell.get("bundle"):
             continue
-        m = read_manifest(out / cell["bundle"])
-        art = Artifact(m.data["artifact"]["file"], [], m.runtime, m.runner_options)
-        runners[cell["target"]] = open_artifact_runner(m.bundle, art, threads)
+        runners[cell["target"]] = open_runner(out / cell["bundle"], threads)
     if not runners:
         return
     h, w = loaded.card.preprocess.input_size

@@ -1,27 +1,17 @@
 """Runners, one file per runtime, all speaking `vitedge.runtimes.base.Runner`.
 
-`RUNNERS` maps the runtime name written in a bundle manifest to its runner class, imported
-lazily so that a device with only onnxruntime (or only openvino) never imports the others.
+Each `<name>_runner.py` declares its `RUNTIME` (vitedge.runtimes.registry): the files it opens,
+thread safety, what a device needs. `vitedge.runtimes.open.open_runner` is the one way to open
+an artifact; runner modules are imported lazily, so a device with only onnxruntime (or only
+openvino) never imports the others.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
-
-RUNNERS = {
-    "onnxruntime": "vitedge.runtimes.ort_runner:OrtRunner",
-    "openvino": "vitedge.runtimes.openvino_runner:OpenVinoRunner",
-    "tensorrt": "vitedge.runtimes.tensorrt_runner:TensorRTRunner",
-    "torch": "vitedge.runtimes.torch_runner:TorchRunner",
-    "torchao": "vitedge.runtimes.torchao_runner:TorchaoRunner",
-}
 
 
 def runner_class(runtime: str) -> Any:
-    if runtime not in RUNNERS:
-        from vitedge.errors import UsageError
+    from vitedge.runtimes.registry import get_runtime
 
-        raise UsageError(f"unknown runtime {runtime!r}; known: {', '.join(RUNNERS)}")
-    module, cls = RUNNERS[runtime].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return get_runtime(runtime).runner_class()

@@ -14,9 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.errors import InputError, MissingDependencyError
+from vitedge.errors import InputError
 from vitedge.runtimes import sigstack
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+from vitedge.runtimes.registry import RuntimeSpec
+
+# One compiled model, one infer request per calling thread (see OpenVinoRunner): thread-safe.
+RUNTIME = RuntimeSpec(name="openvino", runner="vitedge.runtimes.openvino_runner:OpenVinoRunner", module="openvino",
+                      packages=("openvino",), opens=(".xml",), label="OpenVINO", install="pip install 'vitedge[ov]'")
 
 PRECISIONS = ("f32", "f16", "bf16")
 
@@ -25,9 +30,7 @@ def _ov() -> Any:
     try:
         import openvino
     except ImportError:
-        raise MissingDependencyError(
-            "this bundle runs on OpenVINO, which is not installed; pip install 'vitedge[ov]'"
-        ) from None
+        raise RUNTIME.missing_error() from None
     return openvino
 
 

@@ -13,8 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.errors import InputError, MissingDependencyError
+from vitedge.errors import InputError
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+from vitedge.runtimes.registry import RuntimeSpec
+
+# InferenceSession.run is thread-safe: one session serves every thread.
+RUNTIME = RuntimeSpec(name="onnxruntime", runner="vitedge.runtimes.ort_runner:OrtRunner", module="onnxruntime",
+                      packages=("onnxruntime",), opens=(".onnx",), label="ONNX Runtime", install="pip install 'vitedge[ort]'")
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -28,9 +33,7 @@ def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise MissingDependencyError(
-            "this bundle runs on ONNX Runtime, which is not installed; pip install 'vitedge[ort]'"
-        ) from None
+        raise RUNTIME.missing_error() from None
     return onnxruntime
 
 

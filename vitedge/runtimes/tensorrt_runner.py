@@ -15,6 +15,12 @@ import numpy as np
 
 from vitedge.errors import InputError, MissingDependencyError
 from vitedge.runtimes.base import Runner, TensorSpec
+from vitedge.runtimes.registry import RuntimeSpec
+
+# An execution context is not thread-safe: callers serialise (vitedge.load() takes a lock).
+RUNTIME = RuntimeSpec(name="tensorrt", runner="vitedge.runtimes.tensorrt_runner:TensorRTRunner", module="tensorrt",
+                      packages=("tensorrt", "cuda-python"), opens=(".engine", ".plan"), thread_safe=False,
+                      label="TensorRT", install="pip install tensorrt cuda-python (or JetPack / an NVIDIA container)")
 
 
 class TensorRTRunner(Runner):

@@ -9,9 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from vitedge.runtimes.base import Runner, TensorSpec
+from vitedge.runtimes.registry import RuntimeSpec
+
+# The PyTorch reference: it runs an in-memory nn.Module, never a bundle file (opens nothing).
+RUNTIME = RuntimeSpec(name="torch", runner="vitedge.runtimes.torch_runner:TorchRunner", module="torch",
+                      packages=("torch",), needs_torch=True, label="PyTorch", install="pip install torch==2.13.0")
 
 
 class TorchRunner(Runner):
@@ -19,7 +23,7 @@ class TorchRunner(Runner):
 
     def __init__(
         self,
-        module: torch.nn.Module,
+        module: Any,  # torch.nn.Module (torch is imported by whoever built it)
         input_shape: tuple[int, int, int],
         input_name: str = "input",
         output_name: str = "logits",
@@ -34,6 +38,8 @@ class TorchRunner(Runner):
         self.threads = threads
 
     def _activate(self) -> None:
+        import torch
+
         if self.threads:
             torch.set_num_threads(self.threads)
 
@@ -44,10 +50,14 @@ class TorchRunner(Runner):
         return [TensorSpec(self.output_name, "float32", ("batch", None))]
 
     def info(self) -> dict[str, Any]:
+        import torch
+
         return {"runtime": self.runtime, "version": torch.__version__, "device": "cpu",
                 "threads": torch.get_num_threads(), "mode": "eager, inference_mode"}
 
-    @torch.inference_mode()
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        y = self.module(torch.from_numpy(feed[self.input_name]))
+        import torch
+
+        with torch.inference_mode():
+            y = self.module(torch.from_numpy(feed[self.input_name]))
         return {self.output_name: y.float().numpy().copy()}

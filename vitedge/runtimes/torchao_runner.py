@@ -9,9 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.errors import InputError, MissingDependencyError
+from vitedge.errors import InputError
 from vitedge.runtimes.base import Runner, TensorSpec
+from vitedge.runtimes.registry import RuntimeSpec
 from vitedge.runtimes.torch_runner import TorchRunner
+
+RUNTIME = RuntimeSpec(name="torchao", runner="vitedge.runtimes.torchao_runner:TorchaoRunner", module="torchao",
+                      packages=("torch", "torchao"), opens=(".torchao.pt",), needs_torch=True,
+                      label="torchao", install="pip install 'vitedge[torchao]' (with torch==2.13.0)")
 
 
 def load_torchao_module(path: Path) -> tuple[Any, Any, str]:
@@ -25,7 +30,7 @@ def load_torchao_module(path: Path) -> tuple[Any, Any, str]:
             import torchao  # noqa: F401  (registers its tensor subclasses for weights_only loading)
             from torchao.quantization import quantize_
     except ImportError:
-        raise MissingDependencyError("this bundle runs on torchao; pip install 'vitedge[torchao]'") from None
+        raise RUNTIME.missing_error() from None
     from vitedge.card import ModelCard
     from vitedge.models.resolve import build_from_card
     from vitedge.targets.torchao_target import torchao_config

@@ -1,13 +1,13 @@
-"""What a target's build step gets: the model, the exported ONNX, calibration data, options."""
+"""What a target's build step gets: the model, the exported ONNX, calibration data, its options."""
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitedge.export.onnx_export import ExportInfo
+from vitedge.export.onnx_export import ExportConfig, ExportInfo
 from vitedge.models.resolve import LoadedModel
 
 
@@ -16,30 +16,43 @@ class BuildContext:
     loaded: LoadedModel
     bundle_dir: Path  # artifact files are written here (a temp dir renamed into place at the end)
     work_dir: Path  # scratch space for intermediates, deleted afterwards
-    onnx: ExportInfo | None  # the fp32 ONNX export (in work_dir), for targets that need it
+    onnx: ExportInfo | None  # the fp32 ONNX export (in work_dir), for targets with source="onnx"
+    options: Any  # the target's options dataclass instance (vitedge.options)
+    export: ExportConfig = ExportConfig()  # opset, static batch: module-based targets honour it too
     calibration: Any = None  # vitedge.calib.source.CalibrationSet when the target needs one
-    options: dict[str, Any] = field(default_factory=dict)  # target-specific settings
     threads: int = 1
-    search: Any = None  # pipeline.SearchSet for accuracy-aware builds (NNCF accuracy control)
-    budget: Any = None  # fallback.Budget
+    search: Any = None  # vitedge.report.SearchSet for accuracy-aware builds (NNCF accuracy control)
+    budget: Any = None  # vitedge.fallback.Budget
 
-    def option(self, key: str, default: Any = None) -> Any:
-        return self.options.get(key, default)
+    def require_onnx(self) -> ExportInfo:
+        if self.onnx is None:
+            raise RuntimeError("this target starts from the ONNX export (source='onnx')")
+        return self.onnx
+
+    def example_input(self, batch: int | None = None) -> Any:
+        """A (B, 3, H, W) torch tensor for tracing/exporting the module (B: the static batch or 1)."""
+        import torch
+
+        h, w = self.loaded.card.preprocess.input_size
+        return torch.zeros(batch or self.export.static_batch or 1, 3, h, w)
 
     def place_onnx(self) -> Path:
         """Move the exported ONNX (and its external-data file, if any) into the bundle."""
-        assert self.onnx is not None, "target needs the ONNX export"
-        src = self.onnx.path
+        info = self.require_onnx()
+        src = info.path
         dst = self.bundle_dir / src.name
         shutil.move(src, dst)
         data = src.with_name(src.name + ".data")
         if data.exists():
             shutil.move(data, dst.with_name(data.name))
-        self.onnx.path = dst
+        info.path = dst
         return dst
 
     def files_of(self, model_file: Path) -> list[str]:
-        """The model file plus its side files (ONNX external data, OpenVINO .bin)."""
+        """The model file plus its side files (ONNX external data, OpenVINO .bin); for a
+        directory artifact (a Core ML .mlpackage), every file under it."""
+        if model_file.is_dir():
+            return sorted(str(p.relative_to(self.bundle_dir)) for p in model_file.rglob("*") if p.is_file())
         names = [model_file.name]
         for side in (model_file.name + ".data", model_file.with_suffix(".bin").name):
             if (model_file.parent / side).exists():

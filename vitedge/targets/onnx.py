@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from vitedge.export.metadata import update_onnx_metadata
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact
+from vitedge.targets.registry import Artifact, Target, register_target
 
 
 def build_onnx_fp32(ctx: BuildContext) -> Artifact:
+    from vitedge.export.metadata import update_onnx_metadata
+
     onnx_file = ctx.place_onnx()
     update_onnx_metadata(onnx_file, {"vitedge.target": "onnx-fp32", "vitedge.precision": "fp32"})
     return Artifact(
@@ -17,3 +18,16 @@ def build_onnx_fp32(ctx: BuildContext) -> Artifact:
         runner_options={"graph_optimization": "all"},
         details={"graph_optimization": "all (ONNX Runtime default)"},
     )
+
+
+def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from vitedge.diagnose.run import diagnose_onnx_graph
+
+    return diagnose_onnx_graph(*args, **kwargs)
+
+
+register_target(Target(
+    name="onnx-fp32", runtime="onnxruntime", precision="fp32", extra="ort", requires=("onnxruntime",),
+    description="ONNX (fp32), cleaned with onnxslim; runs on ONNX Runtime or any ONNX runtime",
+    build=build_onnx_fp32, diagnose=_diagnose, auto=("x86",),
+))

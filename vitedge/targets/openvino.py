@@ -18,20 +18,43 @@ MatMuls (alpha 0.95 by default; `smooth_quant=-1` turns it off).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from vitedge import interrupts
 from vitedge.calib.source import nncf_dataset
 from vitedge.errors import ExportError, UsageError
+from vitedge.options import opt
 from vitedge.quiet import quiet
 from vitedge.runtimes import sigstack
 from vitedge.sysinfo import cpu_flags
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact
+from vitedge.targets.registry import Artifact, Target, register_target
 
 MODEL_FILE = "model.xml"
+
+
+@dataclass(frozen=True)
+class OvOptions:
+    prefix: ClassVar[str] = "ov"
+    source: str = opt("onnx", "convert the IR from the ONNX export or from the nn.Module (TorchScript frontend)",
+                      choices=("onnx", "torch"))
+
+
+@dataclass(frozen=True)
+class OvInt8Options(OvOptions):
+    """NNCF post-training quantisation settings."""
+
+    preset: str | None = opt(None, "NNCF preset (default: mixed for transformers, else performance)",
+                             choices=("mixed", "performance"))
+    subset_size: int | None = opt(None, "calibration samples NNCF uses (default: all of --num-calib)")
+    bias_correction: str = opt("fast", "NNCF bias correction", choices=("fast", "full"))
+    smooth_quant: float | None = opt(None, "SmoothQuant alpha for MatMuls (-1 off; default: NNCF's)")
+    transformer: bool | None = opt(None, "NNCF transformer model type (default: from the model's family)")
+    ignore: tuple[str, ...] = opt((), "OpenVINO friendly names kept in float (the accuracy fallback adds to it)")
+    ignore_types: tuple[str, ...] = opt((), "OpenVINO op types kept in float")
+    accuracy_control: bool = opt(False, "use NNCF's quantize_with_accuracy_control (needs --max-drop)")
 
 
 def native_fp16_cpu() -> bool:
@@ -42,10 +65,9 @@ def convert(ctx: BuildContext) -> tuple[Any, str]:
     """The float ov.Model, from the ONNX export or directly from the PyTorch module."""
     import openvino as ov
 
-    source = ctx.option("ov_source", "onnx")
+    source = ctx.options.source
     if source == "onnx":
-        assert ctx.onnx is not None
-        return ov.convert_model(str(ctx.onnx.path)), "onnx"
+        return ov.convert_model(str(ctx.require_onnx().path)), "onnx"
     if source == "torch":
         import torch
 
@@ -57,7 +79,7 @@ def convert(ctx: BuildContext) -> tuple[Any, str]:
         model.inputs[0].get_tensor().set_names({"input"})
         model.outputs[0].get_tensor().set_names({"logits"})
         return model, "torch (TorchScript frontend)"
-    raise UsageError(f"--ov-source must be onnx or torch, got {source!r}")
+    raise UsageError(f"--ov-source must be onnx or torch, got {source!r}")  # unreachable: options check choices
 
 
 def _save(ctx: BuildContext, model: Any, compress_to_fp16: bool) -> list[str]:
@@ -88,44 +110,22 @@ def build_ov_fp16(ctx: BuildContext) -> Artifact:
                              "inference_precision": precision}, notes=notes)
 
 
-@dataclass(frozen=True)
-class NncfConfig:
-    preset: str | None = None  # mixed | performance; None: mixed for transformers, else performance
-    subset_size: int | None = None  # default: every calibration sample
-    fast_bias_correction: bool = True
-    smooth_quant: float | None = None  # SmoothQuant alpha for MatMuls; -1 off; None NNCF default
-    transformer: bool | None = None  # None: True for ViT/DeiT, False for ConvNeXt
-    ignore: tuple[str, ...] = ()  # OpenVINO friendly names kept in float
-    ignore_types: tuple[str, ...] = ()  # OpenVINO op types kept in float
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> NncfConfig:
-        return cls(
-            preset=options.get("ov_preset"), subset_size=options.get("ov_subset_size"),
-            fast_bias_correction=options.get("ov_fast_bias_correction", True),
-            smooth_quant=options.get("ov_smooth_quant"), transformer=options.get("ov_transformer"),
-            ignore=tuple(options.get("ignore", ())), ignore_types=tuple(options.get("ov_ignore_types", ())),
-        )
-
-
-def nncf_quantize(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tuple[Any, dict[str, Any]]:
+def nncf_quantize(model: Any, ctx: BuildContext, cfg: OvInt8Options) -> tuple[Any, dict[str, Any]]:
     import nncf
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
     )
 
-    transformer = cfg.transformer if cfg.transformer is not None else ctx.loaded.card.family == "vit"
+    transformer = _transformer(cfg, ctx)
     kwargs: dict[str, Any] = {
         "subset_size": cfg.subset_size or len(ctx.calibration),
-        "fast_bias_correction": cfg.fast_bias_correction,
+        "fast_bias_correction": cfg.bias_correction == "fast",
         "target_device": nncf.TargetDevice.CPU,
     }
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if cfg.preset is not None:
-        if cfg.preset not in ("mixed", "performance"):
-            raise UsageError("--ov-preset must be mixed or performance")
         kwargs["preset"] = {"mixed": nncf.QuantizationPreset.MIXED,
                             "performance": nncf.QuantizationPreset.PERFORMANCE}[cfg.preset]
     if cfg.smooth_quant is not None:
@@ -146,7 +146,7 @@ def nncf_quantize(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tuple[Any, 
     details = {
         "quantizer": f"nncf.quantize {nncf.__version__}",
         "model_type": "transformer" if transformer else "default",
-        **{k: v for k, v in asdict(cfg).items() if k != "transformer"},
+        **{k: v for k, v in asdict(cfg).items() if k not in ("transformer", "accuracy_control")},
         "subset_size": kwargs["subset_size"],
         "int8_weight_ops": len(weights),
         "activation_quantizers": len(acts),
@@ -197,7 +197,7 @@ def float_ops(model: Any) -> list[str]:
             if op.get_type_name() in ("MatMul", "Convolution", "GroupConvolution")]
 
 
-def nncf_accuracy_control(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tuple[Any, dict[str, Any]]:
+def nncf_accuracy_control(model: Any, ctx: BuildContext, cfg: OvInt8Options) -> tuple[Any, dict[str, Any]]:
     """NNCF's own accuracy-aware PTQ (`quantize_with_accuracy_control`), on the search set.
 
     SmoothQuant is turned off: with it, NNCF 3.4 restores a reverted MatMul's original weights but
@@ -221,9 +221,9 @@ def nncf_accuracy_control(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tup
         hits = [float(np.argmax(request.infer({input_name: x})[compiled.outputs[0]]) == y) for x, y in data]
         return float(np.mean(hits)), hits
 
-    transformer = cfg.transformer if cfg.transformer is not None else ctx.loaded.card.family == "vit"
+    transformer = _transformer(cfg, ctx)
     kwargs: dict[str, Any] = {"subset_size": cfg.subset_size or len(ctx.calibration),
-                              "fast_bias_correction": cfg.fast_bias_correction,
+                              "fast_bias_correction": cfg.bias_correction == "fast",
                               "max_drop": budget.max_drop / 100.0, "drop_type": nncf.DropType.ABSOLUTE,
                               "advanced_quantization_parameters": AdvancedQuantizationParameters(
                                   smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)),
@@ -244,10 +244,18 @@ def nncf_accuracy_control(model: Any, ctx: BuildContext, cfg: NncfConfig) -> tup
                                             "kept_count": len(kept), "search_data": search.description}}
 
 
+def _transformer(cfg: OvInt8Options, ctx: BuildContext) -> bool:
+    """NNCF's transformer model type: as asked, else what the model's family recipe says
+    (attention found in the forward pass, vitedge.models.family), not a guess from its name."""
+    from vitedge.models.family import recipe_for
+
+    return cfg.transformer if cfg.transformer is not None else recipe_for(ctx.loaded.card.family).nncf_transformer
+
+
 def build_ov_int8(ctx: BuildContext) -> Artifact:
     model, source = convert(ctx)
-    cfg = NncfConfig.from_options(ctx.options)
-    if ctx.option("ov_accuracy_control", False):
+    cfg: OvInt8Options = ctx.options
+    if cfg.accuracy_control:
         quantized, ac = nncf_accuracy_control(model, ctx, cfg)
         files = _save(ctx, quantized, compress_to_fp16=False)
         return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "f32"},
@@ -257,3 +265,28 @@ def build_ov_int8(ctx: BuildContext) -> Artifact:
     return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "f32"},
                     details={"converted_from": source, **details,
                              "inference_precision": "f32 for the float parts"})
+
+
+def _preflight(options: OvInt8Options, budget: Any) -> None:
+    if options.accuracy_control and (budget is None or budget.max_drop is None):
+        raise UsageError("--ov-accuracy-control needs --max-drop")
+
+
+def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from vitedge.diagnose.run import diagnose_ov
+
+    return diagnose_ov(*args, **kwargs)
+
+
+_OV = dict(runtime="openvino", extra="ov", requires=("openvino",), diagnose=_diagnose)
+register_target(Target(
+    name="ov-fp32", precision="fp32", build=build_ov_fp32, options=OvOptions, auto=("x86",), **_OV,
+    description="OpenVINO IR, fp32 weights, inference precision pinned to f32"))
+register_target(Target(
+    name="ov-fp16", precision="fp16", build=build_ov_fp16, options=OvOptions, auto=("x86",), **_OV,
+    description="OpenVINO IR, fp16-compressed weights (f16 compute only on CPUs with native fp16)"))
+register_target(Target(
+    name="ov-int8", precision="int8", build=build_ov_int8, options=OvInt8Options, auto=("x86",),
+    needs_calibration=True, fallback_option="ignore", preflight=_preflight,
+    **{**_OV, "requires": ("openvino", "nncf")},
+    description="OpenVINO IR quantised by NNCF PTQ (transformer model type for ViTs, SmoothQuant)"))

@@ -21,55 +21,49 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import asdict, dataclass, fields
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
+from typing import Any, ClassVar
 
 from vitedge import interrupts
-from vitedge.calib.source import ort_calibration_reader
 from vitedge.errors import ExportError, UsageError
-from vitedge.export.metadata import set_metadata
+from vitedge.options import opt
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact
+from vitedge.targets.registry import Artifact, Target, register_target
 
 METHODS = ("minmax", "percentile", "entropy")
 
 
 @dataclass(frozen=True)
-class OrtInt8Config:
-    calibrate_method: str = "minmax"
-    percentile: float = 99.999
-    per_channel: bool = True
-    reduce_range: bool = True
-    activation_type: str = "uint8"  # uint8 | int8 (x86 runs int8 as uint8 anyway)
-    symmetric_activations: bool = False
-    quantize_attention: bool = False  # also quantise the activation x activation MatMuls
-    quantize_outputs: bool = True  # Q/DQ on op outputs too (ORT fuses QLinear*); False for TensorRT
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
-    exclude: tuple[str, ...] = ()  # node names kept in float (ignored scope, accuracy fallback)
+class OrtInt8Options:
+    """ONNX Runtime static quantisation settings (also the Q/DQ half of trt-int8)."""
+
+    prefix: ClassVar[str] = "ort"
+    calib_method: str = opt("minmax", "calibration method", choices=METHODS)
+    calib_percentile: float = opt(99.999, "percentile for --ort-calib-method percentile (90-100)")
+    per_channel: bool = opt(True, "int8 weights per output channel")
+    reduce_range: bool = opt(True, "7-bit weights: safe on x86 CPUs without VNNI (u8s8 saturation)")
+    activations: str = opt("uint8", "activation type (x86 runs int8 as uint8 anyway)", choices=("uint8", "int8"))
+    symmetric_activations: bool = opt(False, "symmetric activation ranges (zero point 0)")
+    quantize_attention: bool = opt(False, "also quantise attention's Q.K^T and attn.V MatMuls")
+    op_types: tuple[str, ...] = opt(("MatMul", "Gemm", "Conv"), "ONNX op types to quantise")
+    exclude: tuple[str, ...] = opt((), "ONNX node names kept in float (ignored scope; the accuracy fallback adds to it)")
 
     def __post_init__(self) -> None:
-        if self.calibrate_method not in METHODS:
-            raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}")
-        if self.activation_type not in ("uint8", "int8"):
-            raise UsageError("--ort-activations must be uint8 or int8")
-        if not 90.0 <= self.percentile <= 100.0:
-            raise UsageError("--calib-percentile must be in [90, 100]")
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> OrtInt8Config:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k.removeprefix("ort_"): v for k, v in options.items()
-                  if k.startswith("ort_") and k.removeprefix("ort_") in known}
-        for key in ("op_types", "exclude"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        if not 90.0 <= self.calib_percentile <= 100.0:
+            raise UsageError("--ort-calib-percentile must be in [90, 100]")
 
 
-def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+@dataclass(frozen=True)
+class QdqRecipe:
+    """How `quantize_qdq` places Q/DQ: ONNX Runtime's CPU kernels vs TensorRT's placement."""
+
+    quantize_outputs: bool = True  # Q/DQ on op outputs too (ORT fuses QLinear*); False for TensorRT
+    target: str = "ort-int8"  # written into the artifact's metadata
+
+
+def activation_matmuls(model: Any) -> list[str]:
     """MatMul nodes whose inputs are both activations (attention's Q.K^T and attn.V)."""
     consts = {i.name for i in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
@@ -98,39 +92,42 @@ def _entropy_cache(pre: Path, work: Path, reader: Any, op_types: list[str]) -> P
     return cache
 
 
-def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Config) -> dict[str, Any]:
+def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Options,
+                 recipe: QdqRecipe = QdqRecipe()) -> dict[str, Any]:
     """fp32 ONNX -> QDQ ONNX at `dst`. Returns facts for the report."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
         QuantType,
-        quant_pre_process,
         quantize_static,
     )
 
-    pre = ctx.work_dir / "model.pre.onnx"
-    with contextlib.redirect_stdout(io.StringIO()):
-        quant_pre_process(str(src), str(pre))
+    from vitedge.calib.source import ort_calibration_reader
+    from vitedge.export.metadata import set_metadata
+
+    pre = ctx.work_dir / PREPROCESSED
+    pre_facts = pre_process(src, pre)
     model = onnx.load(str(pre))
     excluded = [] if cfg.quantize_attention else activation_matmuls(model)
     unknown = [n for n in cfg.exclude if n not in {node.name for node in model.graph.node}]
     if unknown:
-        raise UsageError(f"--ignore names unknown node(s) {unknown[:3]}; see `vitedge diagnose` for names")
+        raise UsageError(f"--ignore names unknown ONNX node(s) {unknown[:3]}; see `vitedge diagnose` for names")
     excluded += list(cfg.exclude)
     reader = ort_calibration_reader(ctx.calibration, model.graph.input[0].name)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-              "entropy": CalibrationMethod.Entropy}[cfg.calibrate_method]
+              "entropy": CalibrationMethod.Entropy}[cfg.calib_method]
     extra: dict[str, Any] = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True}
-    if not cfg.quantize_outputs:
+    if not recipe.quantize_outputs:
         # TensorRT: Q/DQ on op inputs only, and biases stay float (its DequantizeLinear takes
         # int8/fp8/int4 inputs, not the int32 biases ORT would write).
         extra["OpTypesToExcludeOutputQuantization"] = list(cfg.op_types)
         extra["QuantizeBias"] = False
     cache = None
-    if cfg.calibrate_method == "percentile":
+    if cfg.calib_method == "percentile":
         # Two-sided percentile: ORT's default clips to a symmetric range of |x|.
-        extra.update(CalibPercentile=cfg.percentile, CalibTensorRangeSymmetric=cfg.symmetric_activations)
-    elif cfg.calibrate_method == "entropy":
+        extra.update(CalibPercentile=cfg.calib_percentile, CalibTensorRangeSymmetric=cfg.symmetric_activations)
+    elif cfg.calib_method == "entropy":
         with contextlib.redirect_stdout(io.StringIO()):
             cache = _entropy_cache(pre, ctx.work_dir, reader, list(cfg.op_types))
         reader = None
@@ -140,7 +137,7 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Config) ->
                 str(pre), str(dst), reader, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(cfg.op_types), per_channel=cfg.per_channel,
                 reduce_range=cfg.reduce_range,
-                activation_type=QuantType.QUInt8 if cfg.activation_type == "uint8" else QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if cfg.activations == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=method,
                 extra_options=extra, calibration_cache_path=str(cache) if cache else None,
             )
@@ -150,27 +147,47 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Config) ->
     qmodel = onnx.load(str(dst))
     targets = {n.name for n in model.graph.node if n.op_type in cfg.op_types}
     quantized = sorted(targets - set(excluded))
-    set_metadata(qmodel, ctx.loaded.card, {"vitedge.target": "ort-int8", "vitedge.precision": "int8",
-                                           "vitedge.quantization": onnx_json(asdict(cfg))})
+    set_metadata(qmodel, ctx.loaded.card, {"vitedge.target": recipe.target, "vitedge.precision": "int8",
+                                           "vitedge.quantization": json.dumps(asdict(cfg), sort_keys=True)})
     onnx.save(qmodel, str(dst))
     return {"quantizer": "onnxruntime.quantization.quantize_static (QDQ)", **asdict(cfg),
+            "quantize_outputs": recipe.quantize_outputs, "pre_process": pre_facts,
             "float_nodes": sorted(excluded), "quantized_nodes": len(quantized),
             "calibration": ctx.calibration.provenance()}
 
 
-def onnx_json(d: dict[str, Any]) -> str:
-    import json
+PREPROCESSED = "model.pre.onnx"  # in the work dir: the fp32 graph exactly as the quantiser saw it
 
-    return json.dumps(d, sort_keys=True, default=list)
+
+def pre_process(src: Path, dst: Path) -> dict[str, Any]:
+    """ORT's recommended pre-processing before quantize_static (symbolic shape inference +
+    basic optimisation). Returns what was done, for the report."""
+    from onnxruntime.quantization import quant_pre_process
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        quant_pre_process(str(src), str(dst))
+    return {"steps": "quant_pre_process (symbolic shape inference + optimisation)"}
 
 
 def build_ort_int8(ctx: BuildContext) -> Artifact:
-    assert ctx.onnx is not None
-    cfg = OrtInt8Config.from_options(ctx.options)
     dst = ctx.bundle_dir / "model.int8.onnx"
-    details = quantize_qdq(ctx.onnx.path, dst, ctx, cfg)
+    details = quantize_qdq(ctx.require_onnx().path, dst, ctx, ctx.options)
     return Artifact(
         main_file=dst.name, files=[dst.name], runtime="onnxruntime",
         runner_options={"graph_optimization": "all"}, details=details,
         notes=["parity measured with ONNX Runtime's default (fully optimised, fused int8) session"],
     )
+
+
+def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from vitedge.diagnose.run import diagnose_qdq
+
+    return diagnose_qdq(*args, **kwargs)
+
+
+register_target(Target(
+    name="ort-int8", runtime="onnxruntime", precision="int8", needs_calibration=True,
+    description="QDQ ONNX by ONNX Runtime static quantisation (per-channel, ViT-aware op selection)",
+    build=build_ort_int8, options=OrtInt8Options, extra="ort", requires=("onnxruntime",),
+    fallback_option="exclude", diagnose=_diagnose, auto=("x86",),
+))

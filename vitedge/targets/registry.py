@@ -1,30 +1,40 @@
 """The target registry: every `--target` value, what it builds and how it is run and judged.
 
-A target is a recipe over the pipeline's stages: it starts from the exported fp32 ONNX (or the
-module itself), writes its artifact files into the bundle directory, and names the runtime and
-runner options that run them and the precision whose tolerances judge them. One file per
-backend holds the build functions (`vitedge/targets/<backend>.py`); the CLI's `--target`
-choices, `vitedge targets` and the test matrix are read from here.
+A target is one file, `vitedge/targets/<backend>.py`, that declares next to its build function:
+its name(s), the runtime that runs the artifact, the precision whose tolerances judge it, the
+pip extra it needs, a frozen options dataclass (`vitedge.options`), which graph it starts from
+(the fp32 ONNX export or the nn.Module), and its optional hooks (which option the accuracy-aware
+fallback extends with layers kept in higher precision, how `vitedge diagnose` reads its layers,
+which `auto-*` device classes consider it). It registers itself with `register_target(Target(...))`
+and is listed by module in `catalog.py` (one line); out-of-tree targets are modules named in the
+`VITEDGE_PLUGINS` environment variable (comma-separated). Nothing else in vitedge names a target.
+
+Target modules import their heavy libraries inside the build function, so listing targets is
+cheap and never imports a runtime.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vitedge.errors import UsageError
+from vitedge.errors import MissingDependencyError, UsageError
+from vitedge.options import NoOptions, build_options, option_infos
+
+SOURCES = ("onnx", "module")
 
 
 @dataclass
 class Artifact:
     """What a target's build step produced, inside the bundle directory."""
 
-    main_file: str  # the file the runner opens, relative to the bundle
-    files: list[str]  # every artifact file (relative), for checksums and size
-    runtime: str  # key into vitedge.runtimes.RUNNERS
+    main_file: str  # the file (or directory) the runner opens, relative to the bundle
+    files: list[str]  # every artifact file (relative; a directory artifact lists its files), for checksums and size
+    runtime: str  # a registered runtime (vitedge.runtimes.registry)
     runner_options: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # target-specific facts for the report
     notes: list[str] = field(default_factory=list)
@@ -35,31 +45,69 @@ class Artifact:
 @dataclass(frozen=True)
 class Target:
     name: str
-    runtime: str
-    precision: str  # key into the tolerance table
+    runtime: str  # runtime of the artifact it writes (a kit: the runtime of its CPU stand-in)
+    precision: str  # key into vitedge.verify.tolerances.TOLERANCES
     description: str
-    builder: str  # "module:function" taking a BuildContext, returning an Artifact
-    needs_onnx: bool = True
-    needs_calibration: bool = False
+    build: Callable[[Any], Artifact]  # (BuildContext) -> Artifact; ctx.options is an `options` instance
+    options: type = NoOptions  # frozen dataclass of its settings (vitedge.options)
+    extra: str = ""  # pip extra that installs what the build needs: pip install 'vitedge[EXTRA]'
     requires: tuple[str, ...] = ()  # importable modules the build needs
+    source: str = "onnx"  # what it starts from: the fp32 ONNX export, or the nn.Module
+    needs_calibration: bool = False
+    kit: bool = False  # the real runtime cannot run here: parity is predicted by a CPU stand-in
+    fallback_option: str | None = None  # options field (node names) the accuracy-aware fallback extends
+    diagnose: Callable[..., Any] | None = None  # (fp32_onnx, artifact_file, x, work, qdq_reference) -> Diagnosis
+    auto: tuple[str, ...] = ()  # device classes whose auto-* target considers it ("x86", ...)
+    in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
+    preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
 
-    def build(self, ctx: Any) -> Artifact:
-        module, fn = self.builder.split(":")
-        build_fn: Callable[[Any], Artifact] = getattr(importlib.import_module(module), fn)
-        return build_fn(ctx)
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"target {self.name}: source must be one of {SOURCES}")
+        if self.fallback_option is not None and self.fallback_option not in {
+                i.field for i in option_infos(self.options)}:
+            raise ValueError(f"target {self.name}: fallback_option {self.fallback_option!r} is not an option")
+
+    @property
+    def needs_onnx(self) -> bool:
+        return self.source == "onnx"
 
     def missing(self) -> list[str]:
         """Modules this target needs that are not importable here."""
+        from vitedge.quiet import quiet
+
         out = []
         for mod in self.requires:
             try:
-                importlib.import_module(mod)
-            except ImportError:
+                with quiet():  # importing e.g. torchao logs CUDA-kernel load failures on CPU machines
+                    importlib.import_module(mod)
+            except Exception:  # ImportError, or a broken install: as missing as an absent one
+                from vitedge import interrupts
+
+                interrupts.check()
                 out.append(mod)
         return out
 
+    def check_installed(self) -> None:
+        missing = self.missing()
+        if missing:
+            extra = f"pip install 'vitedge[{self.extra}]'" if self.extra else "see README"
+            raise MissingDependencyError(f"target {self.name} needs {', '.join(missing)}; {extra}")
+
+    def make_options(self, values: dict[str, Any] | None = None) -> Any:
+        return build_options(self.options, dict(values or {}), where=f"target {self.name}")
+
+    def takes(self, key: str) -> bool:
+        """Whether `key` (a flag key like "ort-calib-method" or a field name) is one of its options."""
+        return any(key in (i.key, i.field) for i in option_infos(self.options))
+
+    def options_from(self, values: dict[str, Any]) -> Any:
+        """Its options instance from the values it declares (others belong to other targets)."""
+        return self.make_options({k: v for k, v in values.items() if self.takes(k)})
+
 
 _TARGETS: dict[str, Target] = {}
+_loaded = False
 
 
 def register_target(target: Target) -> Target:
@@ -69,8 +117,24 @@ def register_target(target: Target) -> Target:
     return target
 
 
+def plugin_modules() -> list[str]:
+    return [m.strip() for m in os.environ.get("VITEDGE_PLUGINS", "").split(",") if m.strip()]
+
+
 def _ensure_loaded() -> None:
-    importlib.import_module("vitedge.targets.catalog")
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from vitedge.targets.catalog import TARGET_MODULES
+
+    for module in (*TARGET_MODULES, *plugin_modules()):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            if module in TARGET_MODULES:
+                raise
+            raise UsageError(f"VITEDGE_PLUGINS: cannot import {module!r} ({e})") from None
 
 
 def list_targets() -> list[str]:
@@ -78,10 +142,18 @@ def list_targets() -> list[str]:
     return list(_TARGETS)
 
 
+def all_targets() -> list[Target]:
+    _ensure_loaded()
+    return list(_TARGETS.values())
+
+
 def get_target(name: str) -> Target:
     _ensure_loaded()
     if name not in _TARGETS:
-        close = difflib.get_close_matches(name, list(_TARGETS), n=3)
+        from vitedge.auto import AUTO_DEVICES
+
+        known = [*_TARGETS, *AUTO_DEVICES]
+        close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UsageError(f"unknown target {name!r}.{hint} `vitedge targets` lists them.")
     return _TARGETS[name]

@@ -24,55 +24,73 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import onnx
-
-from vitedge.errors import ExportError, MissingDependencyError
-from vitedge.export.metadata import set_metadata, update_onnx_metadata
-from vitedge.export.onnx_export import save_onnx
-from vitedge.lint.tensorrt import errors, lint_file
+from vitedge.errors import ExportError, MissingDependencyError, UsageError
+from vitedge.options import opt
 from vitedge.targets.context import BuildContext
-from vitedge.targets.ort_int8 import OrtInt8Config, quantize_qdq
-from vitedge.targets.registry import Artifact
-from vitedge.trt_kit.engine import BuildConfig, TensorRTUnavailable, build_engine, gpu_available
+from vitedge.targets.ort_int8 import METHODS, OrtInt8Options, QdqRecipe, quantize_qdq
+from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.trt_kit.engine import BuildConfig, TensorRTUnavailable
 from vitedge.verify.tolerances import tolerance_for
 
-# Ops kept in FP32 in the FP16 graph: normalisation statistics, softmax, reductions, and the
-# pointwise ops that compute them (GRN's L2 norm, LayerNorm decompositions).
-FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "ReduceSumSquare",
-            "ReduceMax", "Pow", "Sqrt", "Reciprocal", "Div", "Exp", "Log", "Erf"]
+_BUILD = BuildConfig  # the build kit's defaults, written once in trt_kit.engine
+
+
+@dataclass(frozen=True)
+class TrtOptions:
+    """TensorRT engine-build settings (written into the kit) and the INT8 Q/DQ calibration."""
+
+    prefix: ClassVar[str] = "trt"
+    min_batch: int = opt(_BUILD.min_batch, "optimisation profile: smallest batch")
+    opt_batch: int = opt(_BUILD.opt_batch, "optimisation profile: batch to optimise for")
+    max_batch: int = opt(_BUILD.max_batch, "optimisation profile: largest batch")
+    workspace_mb: int = opt(_BUILD.workspace_mb, "builder workspace limit (MiB)")
+    opt_level: int = opt(_BUILD.optimization_level, "builder optimisation level 0-5")
+    version_compatible: bool = opt(_BUILD.version_compatible, "version-compatible engine")
+    hardware_compatible: bool = opt(_BUILD.hardware_compatible, "Ampere+ hardware-compatible engine")
+    major: str = opt("10", "TensorRT major version the lint checks against", choices=("10", "11"))
+    require_engine: bool = opt(False, "fail (exit 5) when no engine can be built here instead of writing a kit")
+    calib_method: str = opt("minmax", "trt-int8 activation calibration", choices=METHODS)
+    calib_percentile: float = opt(99.999, "percentile for --trt-calib-method percentile")
+    exclude: tuple[str, ...] = opt((), "trt-int8: ONNX node names kept in float (the accuracy fallback adds to it)")
+    fp32_nodes: tuple[str, ...] = opt((), "trt-fp16: ONNX node names kept in FP32 (the accuracy fallback adds to it)")
+
 KIT_FILES = ("engine.py", "build_engine.py", "verify_engine.py")
 PREDICTED_BY = "ONNX Runtime with graph optimisations off"
 
 
-def _trt_major(ctx: BuildContext) -> str:
-    return str(ctx.option("trt_major", "10"))
-
-
 def to_fp16(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
+    import onnx
     from onnxconverter_common import float16
 
+    from vitedge.export.metadata import set_metadata
+    from vitedge.export.onnx_export import save_onnx
     from vitedge.quiet import quiet
 
+    from vitedge.models.family import recipe_for
+
+    # Ops kept in FP32 in the FP16 graph (normalisation statistics, softmax, reductions and the
+    # pointwise ops that compute them): the model family's recipe.
+    fp32_ops = list(recipe_for(ctx.loaded.card.family).fp16_fp32_op_types)
     model = onnx.load(str(src))
-    fp32_nodes = list(ctx.option("trt_fp32_nodes", ()))  # accuracy-aware fallback keeps these FP32
+    fp32_nodes = list(ctx.options.fp32_nodes)  # accuracy-aware fallback keeps these FP32
     with quiet():  # one warning per weight below fp16's normal range
-        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS,
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=fp32_ops,
                                                 node_block_list=fp32_nodes or None,
                                                 min_positive_val=1e-7, max_finite_val=65504.0)
     set_metadata(fp16, ctx.loaded.card, {"vitedge.target": "trt-fp16", "vitedge.precision": "fp16"})
     save_onnx(fp16, dst)
-    kept = sorted({n.op_type for n in fp16.graph.node if n.op_type in FP32_OPS})
+    kept = sorted({n.op_type for n in fp16.graph.node if n.op_type in fp32_ops})
     casts = sum(1 for n in fp16.graph.node if n.op_type == "Cast")
     return {"converter": "onnxconverter-common float16 (keep_io_types)", "fp32_ops": kept, "casts": casts,
             "fp32_nodes": fp32_nodes}
 
 
-def _feed_float_to_other_consumers(model: onnx.ModelProto, compute_ops: tuple[str, ...]) -> int:
+def _feed_float_to_other_consumers(model: Any, compute_ops: tuple[str, ...]) -> int:
     """Q/DQ only on the inputs of compute ops: any other consumer of a DequantizeLinear output
     (ORT rewires them all, e.g. the Shape reading the network input for the dynamic batch) gets
     the float tensor the matching QuantizeLinear read. Returns the number of rewired inputs."""
@@ -91,10 +109,15 @@ def _feed_float_to_other_consumers(model: onnx.ModelProto, compute_ops: tuple[st
 
 
 def to_qdq(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
-    base = OrtInt8Config.from_options(ctx.options)
-    cfg = replace(base, activation_type="int8", symmetric_activations=True, reduce_range=False,
-                  per_channel=True, quantize_outputs=False)
-    details = quantize_qdq(src, dst, ctx, cfg)
+    import onnx
+
+    from vitedge.export.metadata import update_onnx_metadata
+
+    o: TrtOptions = ctx.options
+    # TensorRT's placement: symmetric int8 (zero point 0), full-range per-channel weights.
+    cfg = OrtInt8Options(calib_method=o.calib_method, calib_percentile=o.calib_percentile, activations="int8",
+                         symmetric_activations=True, reduce_range=False, per_channel=True, exclude=o.exclude)
+    details = quantize_qdq(src, dst, ctx, cfg, QdqRecipe(quantize_outputs=False, target="trt-int8"))
     model = onnx.load(str(dst))
     details["rewired_to_float"] = _feed_float_to_other_consumers(model, cfg.op_types)
     model.metadata_props.add(key="vitedge.qdq_placement", value="inputs of Conv/MatMul/Gemm only")
@@ -143,48 +166,51 @@ Engines are specific to the GPU and TensorRT version they are built with, so bui
 """
 
 
-def _build_config(ctx: BuildContext, precision: str) -> BuildConfig:
+def build_config(ctx: BuildContext, precision: str) -> BuildConfig:
     h, w = ctx.loaded.card.preprocess.input_size
-    o = ctx.options
-    return BuildConfig(
-        input_shape=(3, h, w), min_batch=o.get("trt_min_batch", 1), opt_batch=o.get("trt_opt_batch", 1),
-        max_batch=o.get("trt_max_batch", 8), workspace_mb=o.get("trt_workspace_mb", 2048),
-        optimization_level=o.get("trt_optimization_level", 3),
-        version_compatible=o.get("trt_version_compatible", False),
-        hardware_compatible=o.get("trt_hardware_compatible", False),
+    o: TrtOptions = ctx.options
+    static = ctx.export.static_batch
+    cfg = BuildConfig(
+        input_shape=(3, h, w), min_batch=static or o.min_batch, opt_batch=static or o.opt_batch,
+        max_batch=static or o.max_batch, workspace_mb=o.workspace_mb, optimization_level=o.opt_level,
+        version_compatible=o.version_compatible, hardware_compatible=o.hardware_compatible,
         tf32=precision != "fp32",  # an fp32 engine must not silently compute matmuls in TF32
     )
-
-
-def _build(ctx: BuildContext, precision: str) -> Artifact:
-    assert ctx.onnx is not None
-    cfg = _build_config(ctx, precision)
     try:
         cfg.validate()
     except ValueError as e:
-        from vitedge.errors import UsageError
-
         raise UsageError(f"TensorRT build settings: {e}") from None
+    return cfg
+
+
+def _build(ctx: BuildContext, precision: str) -> Artifact:
+    from vitedge.export.metadata import update_onnx_metadata
+    from vitedge.lint.tensorrt import errors, lint_file
+    from vitedge.trt_kit.engine import build_engine
+
+    src = ctx.require_onnx()
+    o: TrtOptions = ctx.options
+    cfg = build_config(ctx, precision)
     names = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.qdq.onnx"}
     onnx_file = ctx.bundle_dir / names[precision]
     if precision == "fp32":
-        shutil.copy2(ctx.onnx.path, onnx_file)
-        data = ctx.onnx.path.with_name(ctx.onnx.path.name + ".data")
+        shutil.copy2(src.path, onnx_file)
+        data = src.path.with_name(src.path.name + ".data")
         if data.exists():
             shutil.copy2(data, ctx.bundle_dir / data.name)
         update_onnx_metadata(onnx_file, {"vitedge.target": "trt-fp32", "vitedge.precision": "fp32"})
         details: dict[str, Any] = {}
     elif precision == "fp16":
-        details = to_fp16(ctx.onnx.path, onnx_file, ctx)
+        details = to_fp16(src.path, onnx_file, ctx)
     else:
-        details = to_qdq(ctx.onnx.path, onnx_file, ctx)
+        details = to_qdq(src.path, onnx_file, ctx)
 
-    findings = lint_file(onnx_file, _trt_major(ctx))
+    findings = lint_file(onnx_file, o.major)
     bad = errors(findings)
     if bad:
         raise ExportError(f"the TensorRT-ready ONNX fails the TensorRT lint ({len(bad)} error(s)); first: "
                           f"{bad[0].node} ({bad[0].op}): {bad[0].message}")
-    details["lint"] = {"tensorrt": _trt_major(ctx), "errors": 0,
+    details["lint"] = {"tensorrt": o.major, "errors": 0,
                        "warnings": [f"{f.node} ({f.op}): {f.message}" for f in findings if f.level == "warning"]}
     details["trtexec"] = cfg.trtexec_command(onnx_file.name, "model.engine")
     files = ctx.files_of(onnx_file)
@@ -196,7 +222,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         details["engine"] = facts
         return Artifact("model.engine", ["model.engine", "model.json", *files], "tensorrt", {},
                         details=details | {"kit_files": kit_files})
-    if ctx.option("require_engine", False):
+    if o.require_engine:
         raise MissingDependencyError(f"--require-engine: the TensorRT engine cannot be built here ({why_not}); "
                                      "the build kit is ready but was not kept")
     details["engine"] = None
@@ -211,6 +237,8 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
 
 def why_no_engine() -> str | None:
     """None when an engine can be built and run here, else the reason."""
+    from vitedge.trt_kit.engine import gpu_available
+
     try:
         from vitedge.trt_kit.engine import require_tensorrt
 
@@ -230,3 +258,39 @@ def build_trt_fp16(ctx: BuildContext) -> Artifact:
 
 def build_trt_int8(ctx: BuildContext) -> Artifact:
     return _build(ctx, "int8")
+
+
+def preflight(options: TrtOptions, budget: Any) -> None:
+    """--trt-require-engine fails before any work: CI jobs asking for an engine want to know at once."""
+    if options.require_engine:
+        reason = why_no_engine()
+        if reason:
+            raise MissingDependencyError(f"--trt-require-engine: no TensorRT engine can be built here ({reason})")
+
+
+def _diagnose_qdq(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from vitedge.diagnose.run import diagnose_qdq
+
+    return diagnose_qdq(*args, **kwargs)
+
+
+def _diagnose_graph(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from vitedge.diagnose.run import diagnose_onnx_graph
+
+    return diagnose_onnx_graph(*args, **kwargs)
+
+
+_DESC = {"fp32": "fp32 ONNX for a strongly typed engine (TF32 off)",
+         "fp16": "mixed FP16 ONNX (LayerNorm/Softmax/reductions and I/O kept FP32)",
+         "int8": "explicit symmetric Q/DQ ONNX (TensorRT placement), calibrated"}
+for _precision, _build_fn, _fallback, _diag in (
+        ("fp32", build_trt_fp32, None, _diagnose_graph),
+        ("fp16", build_trt_fp16, "fp32_nodes", _diagnose_graph),
+        ("int8", build_trt_int8, "exclude", _diagnose_qdq)):
+    register_target(Target(
+        name=f"trt-{_precision}", runtime="onnxruntime", precision=_precision, kit=True,
+        needs_calibration=_precision == "int8", build=_build_fn, options=TrtOptions, extra="ort",
+        requires=("onnxruntime",), fallback_option=_fallback, diagnose=_diag, preflight=preflight,
+        description=f"TensorRT: {_DESC[_precision]}; engine built where TensorRT + GPU exist, else a build kit "
+                    "with parity predicted on CPU",
+    ))

@@ -19,7 +19,7 @@ import copy
 from typing import Any
 
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact
+from vitedge.targets.registry import Artifact, Target, register_target
 
 MODES = {
     "int8-dynamic": "Int8DynamicActivationInt8WeightConfig",
@@ -60,3 +60,12 @@ def build_torchao_int8(ctx: BuildContext) -> Artifact:
 
 def build_torchao_int8_wo(ctx: BuildContext) -> Artifact:
     return _build(ctx, "int8-weight-only")
+
+
+_TORCHAO = dict(runtime="torchao", precision="int8", source="module", extra="torchao", requires=("torchao",))
+register_target(Target(
+    name="torchao-int8", build=build_torchao_int8, **_TORCHAO,
+    description="torchao int8 dynamic activations + int8 weights (PyTorch eager on the device)"))
+register_target(Target(
+    name="torchao-int8-wo", build=build_torchao_int8_wo, **_TORCHAO,
+    description="torchao int8 weight-only (PyTorch eager on the device)"))

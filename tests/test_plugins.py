@@ -1,0 +1,172 @@
+"""The plugin design: a target (and a runtime) added in one file each, with no other edit,
+appears everywhere; one way to open and judge a bundle; caches keyed by what they cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitedge.cli.flags import rewrite_argv
+from vitedge.cli.main import main
+from vitedge.models.resolve import load_model
+from vitedge.pipeline import SharedWork, export_target
+from vitedge.request import BenchConfig, ExportRequest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = BenchConfig(warmup=1, min_runs=3, budget_s=0.1)
+
+# A whole new target and runtime, written the way a contributor would: one file. The runtime
+# opens `.dummyonnx` files (ONNX Runtime underneath, so the artifact is real and runs); the
+# target writes one and has one option. Loaded through VITEDGE_PLUGINS, the out-of-tree
+# registration line.
+PLUGIN = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from vitedge.options import opt
+from vitedge.runtimes.ort_runner import OrtRunner
+from vitedge.runtimes.registry import RuntimeSpec
+from vitedge.targets.registry import Artifact, Target, register_target
+
+RUNTIME = RuntimeSpec(name="dummy-ort", runner="dummy_plugin:DummyRunner", module="onnxruntime",
+                      packages=("onnxruntime",), opens=(".dummyonnx",), install="pip install onnxruntime")
+
+
+class DummyRunner(OrtRunner):
+    runtime = "dummy-ort"
+
+
+@dataclass(frozen=True)
+class DummyOptions:
+    prefix: ClassVar[str] = "dummy"
+    note: str = opt("none", "a note written into the report")
+
+
+def build(ctx):
+    import shutil
+
+    dst = ctx.bundle_dir / "model.dummyonnx"
+    shutil.copy2(ctx.require_onnx().path, dst)
+    return Artifact(dst.name, [dst.name], "dummy-ort", {}, details={"note": ctx.options.note})
+
+
+register_target(Target(name="dummy-fp32", runtime="dummy-ort", precision="fp32", build=build,
+                       options=DummyOptions, description="test plugin: ONNX under another suffix"))
+'''
+
+SCRIPT = '''
+import json, sys
+import numpy as np
+from vitedge.cli.main import main
+
+out = sys.argv[1]
+common = ["--eval-n", "20", "--bench-budget", "0.2"]
+assert main(["targets"]) == 0
+assert main(["targets", "--options", "dummy-fp32"]) == 0
+assert main(["export", "vit-tiny", "-t", "dummy-fp32", "--dummy-note", "hello", "--out", out + "/b", *common]) == 0
+report = json.load(open(out + "/b/report.json"))
+assert report["runtime"] == "dummy-ort" and report["details"]["note"] == "hello", report
+assert report["options"] == {"note": "hello"}
+assert main(["verify", out + "/b"]) == 0
+assert main(["bench", out + "/b/model.dummyonnx", "--budget", "0.2"]) == 0
+import vitedge
+with vitedge.load(out + "/b") as model:
+    assert model.predict(np.zeros((64, 64, 3), np.uint8)).label in model.classes
+assert main(["matrix", "vit-tiny", "--targets", "dummy-fp32", "--out", out + "/m", "--eval-n", "20",
+             "--bench-budget", "0.3"]) == 0
+rows = json.load(open(out + "/m/matrix.json"))["rows"]
+assert [r["status"] for r in rows] == ["passed"], rows
+print("PLUGIN-OK")
+'''
+
+
+@pytest.mark.slow
+def test_a_target_in_one_file_appears_everywhere(tmp_path):
+    (tmp_path / "dummy_plugin.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "VITEDGE_PLUGINS": "dummy_plugin"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "out")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0 and "PLUGIN-OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "dummy-fp32" in proc.stdout and "--dummy-note" in proc.stdout
+
+
+@pytest.mark.parametrize("static", [1, 3, None], ids=["static-1", "static-3", "dynamic"])
+def test_verify_and_load_work_for_static_and_dynamic_batches(tmp_path, capsys, static):
+    args = ["export", "vit-tiny", "--out", str(tmp_path / "b"), "--eval-n", "7", "--bench-budget", "0.1"]
+    assert main([*args, *(["--static-batch", str(static)] if static else [])]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["input"]["shape"][0] == (static or "batch")
+    assert main(["verify", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    import vitedge
+
+    with vitedge.load(tmp_path / "b") as model:
+        preds = model.predict(np.zeros((5, 64, 64, 3), np.uint8))  # 5 is not a multiple of 3
+    assert len(preds) == 5
+
+
+def test_shared_work_is_keyed_by_the_eval_data(tmp_path):
+    loaded = load_model("vit-tiny")
+    shared = SharedWork(tmp_path / "shared")
+    base = ExportRequest(target="onnx-fp32", out=tmp_path / "a", eval_n=20, bench=FAST, threads=1)
+    first = export_target(loaded, base, shared)
+    second = export_target(loaded, ExportRequest(**{**base.__dict__, "out": tmp_path / "b", "eval_n": 30,
+                                                    "seed": 5}), shared)
+    alone = export_target(loaded, ExportRequest(**{**base.__dict__, "out": tmp_path / "c", "eval_n": 30,
+                                                   "seed": 5}))
+    assert first.parity.accuracy["n"] == 20 and second.parity.accuracy["n"] == 30
+    ref_b, ref_c = np.load(tmp_path / "b" / "reference.npz"), np.load(tmp_path / "c" / "reference.npz")
+    ref_a = np.load(tmp_path / "a" / "reference.npz")
+    for key in ("images/input", "random/input", "images/logits", "random/logits"):
+        np.testing.assert_array_equal(ref_b[key], ref_c[key])  # shared == computed alone
+    assert not np.array_equal(ref_a["random/input"], ref_b["random/input"])  # another seed, other inputs
+    assert second.parity.accuracy == alone.parity.accuracy
+
+
+def test_old_spellings_still_work_with_one_deprecation_line():
+    warned: list[str] = []
+    args = rewrite_argv(["export", "m", "--calib-method", "entropy", "--min-batch=2", "--no-quantize-attention",
+                         "--cosine-min", "0.9"], warned.append)
+    assert args == ["export", "m", "--option", "calib_method=entropy", "--option", "trt-min-batch=2",
+                    "--option", "ort-quantize-attention=false", "--tol-cosine-min", "0.9"]
+    assert len(warned) == 4 and all(w.startswith("vitedge: deprecated: ") for w in warned)
+    assert "--ort-calib-method / --trt-calib-method" in warned[0]
+    assert rewrite_argv(["eval", "m", "--limit", "5"], warned.append) == ["eval", "m", "--eval-n", "5"]
+
+
+def test_generated_flags_become_typed_options():
+    from vitedge.cli.flags import parse_option_values
+    from vitedge.targets.registry import get_target
+
+    args = rewrite_argv(["export", "m", "--ort-calib-method", "percentile", "--no-ort-reduce-range",
+                         "--ort-exclude", "a,b", "--ort-exclude", "c"])
+    values = parse_option_values([a for i, a in enumerate(args) if i and args[i - 1] == "--option"])
+    options = get_target("ort-int8").options_from(values)
+    assert (options.calib_method, options.reduce_range, options.exclude) == ("percentile", False, ("a", "b", "c"))
+    assert get_target("onnx-fp32").options_from(values).__class__.__name__ == "NoOptions"
+
+
+def test_each_default_is_written_once():
+    """No target name in a table outside its own file, and the defaults the issue named (opset,
+    TensorRT max batch) written in one place."""
+    import re
+
+    from vitedge.targets.registry import all_targets
+
+    sources = {p: p.read_text() for p in (ROOT / "vitedge").rglob("*.py")}
+    catalog = ROOT / "vitedge" / "targets" / "catalog.py"  # the registration list (and the default target)
+    for target in all_targets():
+        own = Path(sys.modules[target.build.__module__].__file__).resolve()
+        if ROOT not in own.parents:
+            continue  # a test's own target
+        quoted = re.compile("[\"']" + re.escape(target.name) + "[\"']")
+        homes = [p for p, text in sources.items() if quoted.search(text) and p.resolve() not in (own, catalog)]
+        assert not homes, f"{target.name} is named outside its target file: {homes}"
+    assert sum(len(re.findall(r"\bopset: int = \d+|DEFAULT_OPSET = \d+", t)) for t in sources.values()) == 1
+    assert sum(len(re.findall(r"max_batch: int = 8\b", t)) for t in sources.values()) == 1

@@ -1,0 +1,34 @@
+"""How the fp32 ONNX graph is exported (no torch here: the CLI reads its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitedge.errors import UsageError
+
+# One place for the graph's I/O names: every runner and the manifest read them back from the
+# model itself, these are only what the exporter writes.
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MIN_OPSET, MAX_OPSET = 17, 23  # 17: LayerNormalization; 20: Gelu; 23: newest the exporter emits
+DEFAULT_OPSET = 20
+TWO_GB = 2**31
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = DEFAULT_OPSET
+    static_batch: int | None = None  # None: dynamic batch axis
+    max_batch: int = 1024  # upper bound recorded for the dynamic axis
+    exporter: str = "auto"  # auto | dynamo | torchscript
+    slim: bool = True
+    external_data_threshold: int = TWO_GB  # weights above this go to a side file
+
+    def __post_init__(self) -> None:
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UsageError(f"--opset {self.opset} is out of range; use {MIN_OPSET}..{MAX_OPSET} "
+                             "(17+ for LayerNormalization, 20+ for Gelu)")
+        if self.static_batch is not None and self.static_batch < 1:
+            raise UsageError(f"--static-batch {self.static_batch} must be >= 1")
+        if self.exporter not in ("auto", "dynamo", "torchscript"):
+            raise UsageError("--exporter must be auto, dynamo or torchscript")

@@ -1,0 +1,77 @@
+"""The result of one export: what was built, how it compares with PyTorch, how fast it runs.
+
+`ExportReport.to_dict()` is the report.json schema (and the source of report.md, the manifest's
+parity summary and matrix cells); its fields are what users and scripts rely on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitedge.bench.latency import LatencyStats
+from vitedge.card import ModelCard
+from vitedge.targets.registry import Artifact
+from vitedge.verify.parity import ParityResult
+
+
+@dataclass
+class ExportReport:
+    target: str
+    precision: str
+    out: Path
+    artifact: Artifact
+    parity: ParityResult
+    latency: dict[str, LatencyStats]  # "artifact", "reference"
+    runner_info: dict[str, Any]
+    reference_info: dict[str, Any]
+    export_info: dict[str, Any] | None
+    artifact_bytes: int
+    seconds: float
+    card: ModelCard
+    system: dict[str, Any]
+    notes: list[str]
+    calibration: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None  # the target's options as used
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+    @property
+    def speedup(self) -> float:
+        return self.latency["reference"].p50 / self.latency["artifact"].p50
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.parity.to_dict()
+        acc = self.parity.accuracy or {}
+        return {
+            "target": self.target,
+            "precision": self.precision,
+            "passed": self.passed,
+            "artifact": self.artifact.main_file,
+            "artifact_files": self.artifact.files,
+            "artifact_bytes": self.artifact_bytes,
+            "runtime": self.artifact.runtime,
+            "predicted_by": self.artifact.predicted_by,
+            "parity": p,
+            "accuracy": {"reference": acc.get("reference"), "artifact": acc.get("artifact"),
+                         "delta_pts": acc.get("delta_pts"), "n": acc.get("n"), "data": acc.get("data")},
+            "latency_ms": {k: v.to_dict() for k, v in self.latency.items()},
+            "speedup_vs_reference": self.speedup,
+            "runner": self.runner_info,
+            "reference_runner": self.reference_info,
+            "export": self.export_info,
+            "details": self.artifact.details,
+            "options": self.options,
+            "calibration": self.calibration,
+            "fallback": self.fallback,
+            "model": {"arch": self.card.arch, "source": self.card.source,
+                      "input_size": list(self.card.preprocess.input_size),
+                      "classes": len(self.card.classes)},
+            "system": self.system,
+            "seconds": round(self.seconds, 1),
+            "notes": self.notes + self.artifact.notes + self.parity.notes,
+        }

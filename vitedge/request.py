@@ -1,0 +1,44 @@
+"""What one export is asked to do (no torch here: the CLI builds these before loading anything)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vitedge.calib.datasets import SYNTHETIC
+from vitedge.export.config import ExportConfig
+from vitedge.inputs import EvalSpec, calibration_held_out
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch: int = 1
+    warmup: int = 10
+    min_runs: int = 30
+    budget_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    target: str
+    out: Path
+    force: bool = False
+    export: ExportConfig = ExportConfig()
+    eval_data: str = SYNTHETIC  # "synthetic" or a labelled image folder
+    eval_n: int | None = None  # images for parity/accuracy (default: the whole test split)
+    random_n: int = 16  # seeded random inputs in the model's value range
+    seed: int = 0
+    threads: int | None = None
+    tolerance: dict[str, float | None] = field(default_factory=dict)
+    bench: BenchConfig = BenchConfig()
+    calibration: Any = None  # a CalibrationSet for targets that need one
+    # Target options by key ("ort-calib-method") or field name; each target takes the ones it declares.
+    options: dict[str, Any] = field(default_factory=dict)
+    parity_batch: int = 32
+    budget: Any = None  # vitedge.fallback.Budget: accuracy-aware fallback for INT8/FP16 targets
+    fallback_n: int = 1000  # search-set images (shapes10 val, or half of an --eval folder)
+
+    def eval_spec(self, exclude: frozenset[str] = frozenset()) -> EvalSpec:
+        return EvalSpec(self.eval_data, self.eval_n, self.seed, self.random_n,
+                        calibration_held_out(self.calibration) | exclude)

@@ -1,0 +1,66 @@
+"""The one way to open and run an artifact: `open_runner` and `run_batched`.
+
+`open_runner` takes a bundle (directory or its Manifest), or a bare model file, and returns the
+runner its runtime declares (vitedge.runtimes.registry), not yet activated. `run_batched` feeds
+(N, ...) inputs through a runner in chunks that fit its input spec: a model exported with a
+static batch B gets chunks of exactly B, the last one zero-padded and the padding dropped from
+the outputs; a dynamic one gets chunks of at most `batch`. Export, verify, the predictor, the
+fallback and the matrix all run artifacts through these two. numpy only (device side).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitedge.errors import InputError
+from vitedge.runtimes.base import Runner
+from vitedge.runtimes.registry import get_runtime, runtime_for_file
+
+
+def runner_for(runtime: str, path: Path, threads: int | None = None, options: dict[str, Any] | None = None) -> Runner:
+    spec = get_runtime(runtime)
+    if not spec.available():
+        raise spec.missing_error()
+    runner: Runner = spec.runner_class()(path, threads=threads, **(options or {}))
+    return runner
+
+
+def open_runner(source: Any, threads: int | None = None) -> Runner:
+    """A runner for a bundle directory, a `Manifest`, or a bare model file (by its suffix)."""
+    from vitedge.bundle.manifest import MANIFEST, Manifest, read_manifest
+
+    if isinstance(source, Manifest):
+        return runner_for(source.runtime, source.main_file, threads, source.runner_options)
+    path = Path(source)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return open_runner(read_manifest(path), threads)
+    if not path.exists():
+        raise InputError(f"{path}: no such bundle or model file")
+    return runner_for(runtime_for_file(path).name, path, threads)
+
+
+def static_batch(runner: Runner) -> int | None:
+    """The fixed batch size the runner's first input requires, or None if it is dynamic."""
+    first = runner.inputs()[0].shape[0] if runner.inputs()[0].shape else None
+    return first if isinstance(first, int) else None
+
+
+def run_batched(runner: Runner, x: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    """Run (N, ...) inputs through an active `runner`; returns {output: (N, ...)}."""
+    if len(x) == 0:
+        raise InputError("no inputs to run")
+    name = runner.inputs()[0].name
+    fixed = static_batch(runner)
+    step = fixed or min(batch, runner.max_batch() or batch)
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(x), step):
+        chunk = x[i : i + step]
+        n = len(chunk)
+        if fixed and n < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
+        for k, v in runner.infer({name: np.ascontiguousarray(chunk)}).items():
+            parts.setdefault(k, []).append(v[:n])
+    return {k: np.concatenate(v) for k, v in parts.items()}
