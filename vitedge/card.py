@@ -35,8 +35,21 @@ class ModelCard:
 
     @property
     def family(self) -> str:
+        """"vit" | "convnext" | "cnn" | "hybrid" | "unknown" (see vitedge.models.family).
+
+        timm cards carry the family observed when the model was loaded (config["_vitedge"],
+        written by vitedge.models.timm_models). Built-in models and cards written before that
+        existed can only be ViT/DeiT or ConvNeXt(-V2) (the old timm allowlist), so the name
+        decides for them; any other name without a recorded family is "unknown"."""
+        meta = self.config.get("_vitedge")
+        if isinstance(meta, dict) and isinstance(meta.get("family"), str):
+            return meta["family"]
         a = self.arch.removeprefix("timm:")
-        return "convnext" if a.startswith("convnext") else "vit"
+        if a.startswith("convnext"):
+            return "convnext"
+        if self.arch.startswith("timm:") and not a.startswith(("vit_", "deit_", "deit3_")):
+            return "unknown"
+        return "vit"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -77,6 +77,13 @@ def search_set(card: ModelCard, data: str, n: int, seed: int, held_out: frozense
         split = synthetic_split("val", pre, n, seed)
         return SearchSet(split.as_inputs(pre), np.asarray(split.labels), split.description + " (search set)",
                          frozenset())
+    from vitedge.calib import idx as idx_format
+
+    if idx_format.is_idx_dir(data):  # the validation part of its train split; the report uses its test split
+        from vitedge.calib.datasets import idx_search_split
+
+        split = idx_search_split(data, pre, card.classes, n, seed)
+        return SearchSet(split.as_inputs(pre), np.asarray(split.labels), split.description, frozenset())
     folder = scan_folder(data, labelled=True)
     pool = [i for i, p in enumerate(folder.paths) if str(p) not in held_out]
     rng = np.random.default_rng(seed + 1)

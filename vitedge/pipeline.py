@@ -39,7 +39,7 @@ from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
 from vitedge.request import BenchConfig, ExportRequest
 from vitedge.runtimes.base import Runner, default_threads
-from vitedge.runtimes.open import run_batched, runner_for
+from vitedge.runtimes.open import run_batched, runner_for, static_batch
 from vitedge.runtimes.torch_runner import TorchRunner
 from vitedge.sysinfo import system_info
 from vitedge.targets.context import BuildContext
@@ -153,8 +153,6 @@ def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance
 
 def time_stage(runners: dict[str, Runner], cfg: BenchConfig, input_shape: tuple[int, ...]) -> dict[str, LatencyStats]:
     """p50/p90/... of each runner on one random batch (the static batch if the model has one)."""
-    from vitedge.runtimes.open import static_batch
-
     batch = next((b for b in (static_batch(r) for r in runners.values()) if b), None) or cfg.batch
     x = np.random.default_rng(123).standard_normal((batch, *input_shape)).astype(np.float32)
     calls = {key: (lambda r=r, f={r.inputs()[0].name: x}: r.infer(f)) for key, r in runners.items()}
@@ -202,6 +200,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             parity, art_out = run_stage(reference, runner, inputs, tolerance, request.parity_batch, ref_cache)
             latency = time_stage({"artifact": runner, "reference": reference}, request.bench, shape)
             runner_info, reference_info = runner.info(), reference.info()
+            batch_dim = static_batch(runner)
 
         report = ExportReport(
             target=target.name, precision=target.precision, out=request.out, artifact=artifact,
@@ -210,7 +209,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             artifact_bytes=sum((bundle / f).stat().st_size for f in artifact.files),
             seconds=time.perf_counter() - t0, card=card, system=system_info(), notes=[],
             calibration=request.calibration.provenance() if request.calibration and target.needs_calibration else None,
-            fallback=fallback, options=describe(options) or None,
+            fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
         )
         if artifact.predicted_by:
             report.notes.append(f"latency is of the CPU stand-in ({artifact.predicted_by}), not of the target runtime")

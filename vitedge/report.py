@@ -35,6 +35,7 @@ class ExportReport:
     calibration: dict[str, Any] | None = None
     fallback: dict[str, Any] | None = None
     options: dict[str, Any] | None = None  # the target's options as used
+    batch_dim: int | None = None  # the artifact's fixed batch size, None if dynamic
 
     @property
     def passed(self) -> bool:

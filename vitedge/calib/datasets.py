@@ -1,6 +1,8 @@
-"""Labelled image sets for training, evaluation and accuracy checks: shapes10 or an image folder.
+"""Labelled image sets for training, evaluation and accuracy checks: shapes10, an image folder,
+or a data set in its native format (the MNIST family's IDX files, see vitedge.calib.idx),
+recognised by the files in the directory.
 
-Both come out the same way: uint8 (N, H, W, 3) pixels already resized/cropped to the model's
+All come out the same way: uint8 (N, H, W, 3) pixels already resized/cropped to the model's
 input size by the checkpoint's preprocessing spec, plus labels and class names. `as_inputs`
 normalises them with the same function the deployed predictor uses.
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vitedge.calib import idx as idx_format
 from vitedge.calib import synthetic
 from vitedge.calib.folder import ImageFolder, scan_folder
 from vitedge.calib.images import load_image
@@ -80,11 +83,42 @@ def folder_images(
     return LabelledImages(images, labels, classes, f"{folder.root} ({len(idx)} images)")
 
 
+def idx_images(
+    root: str | Path, split: str, spec: PreprocessSpec, classes: tuple[str, ...] | None = None,
+    indices: np.ndarray | None = None, note: str = "",
+) -> LabelledImages:
+    """A split of an IDX data set (or a subset of it). `classes`: map its names onto these."""
+    raw = idx_format.load_split(root, split)
+    remap = np.arange(len(raw.classes))
+    if classes is not None and tuple(classes) != raw.classes:
+        unknown = [c for c in raw.classes if c not in classes]
+        if unknown:
+            raise InputError(
+                f"{root}: class(es) {unknown[:3]} of this data set are not among the model's "
+                f"classes ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})"
+            )
+        remap = np.array([classes.index(c) for c in raw.classes], np.int64)
+    idx = np.arange(len(raw)) if indices is None else np.asarray(indices)
+    images = idx_format.to_model_size(raw.images[idx], spec, progress=f"reading {Path(root).name}/{split}")
+    desc = f"{root} ({split} split: {len(idx)} of {len(raw)} images{note})"
+    return LabelledImages(images, remap[raw.labels[idx]], tuple(classes or raw.classes), desc)
+
+
+def idx_search_split(root: str | Path, spec: PreprocessSpec, classes: tuple[str, ...], n: int,
+                     seed: int = 0) -> LabelledImages:
+    """Up to `n` images of an IDX training split's validation part (the 10% `train_val_data`
+    holds out): for the accuracy-aware fallback's search, never the test split it reports on."""
+    n_all = len(idx_format.load_split(root, "train"))
+    val = np.sort(np.random.default_rng(seed).permutation(n_all)[: n_all // 10][:n])
+    return idx_images(root, "train", spec, classes, val, f", val part, seed {seed}, search set")
+
+
 def eval_data(
     data: str, spec: PreprocessSpec, classes: tuple[str, ...], n: int | None = None, seed: int = 0,
     exclude: frozenset[str] = frozenset(),
 ) -> LabelledImages:
-    """The held-out labelled set: shapes10/test, or a labelled folder (optionally a seeded subset).
+    """The held-out labelled set: shapes10/test, an IDX data set's test split, or a labelled
+    folder (optionally a seeded subset).
 
     `exclude`: image paths that must not be evaluated on (e.g. used for calibration).
     """
@@ -95,6 +129,12 @@ def eval_data(
                 "cannot be measured on them; pass a labelled image folder (--data/--eval DIR)"
             )
         return synthetic_split("test", spec, n, seed)
+    if idx_format.is_idx_dir(data):
+        # The published test split; calibration/training never read it, so nothing to exclude.
+        n_test = len(idx_format.load_split(data, "test"))
+        keep = None if n is None or n >= n_test else np.sort(
+            np.random.default_rng(seed).choice(n_test, n, replace=False))
+        return idx_images(data, "test", spec, classes, keep, f", seed {seed}" if keep is not None else "")
     folder = scan_folder(data, labelled=True)
     keep = np.array([i for i, p in enumerate(folder.paths) if str(p) not in exclude], np.int64)
     if len(keep) == 0:
@@ -110,10 +150,20 @@ def eval_data(
 
 def train_val_data(data: str | Path, spec: PreprocessSpec, seed: int = 0,
                    n_train: int | None = None) -> tuple[LabelledImages, LabelledImages]:
-    """Training and validation sets: shapes10 train/val, DIR/train + DIR/val, or a 90/10 split."""
+    """Training and validation sets: shapes10 train/val, a 90/10 split of an IDX data set's
+    training split (`n_train` caps its training part), DIR/train + DIR/val, or a 90/10 split."""
     if str(data) == SYNTHETIC:
         return synthetic_split("train", spec, n_train, seed), synthetic_split("val", spec, None, seed)
     root = Path(data)
+    if idx_format.is_idx_dir(root):
+        # A seeded 90/10 split of the published training split; its test split stays unseen.
+        n_all = len(idx_format.load_split(root, "train"))
+        perm = np.random.default_rng(seed).permutation(n_all)
+        n_val = n_all // 10
+        train_idx = np.sort(perm[n_val:] if n_train is None else perm[n_val:][:n_train])
+        train = idx_images(root, "train", spec, None, train_idx, f", train part, seed {seed}")
+        val = idx_images(root, "train", spec, None, np.sort(perm[:n_val]), f", val part, seed {seed}")
+        return train, val
     if (root / "train").is_dir() and (root / "val").is_dir():
         train = folder_images(scan_folder(root / "train", labelled=True), spec)
         val = folder_images(scan_folder(root / "val", labelled=True), spec, train.classes)

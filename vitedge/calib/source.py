@@ -70,6 +70,11 @@ def load_calibration(
         raise InputError(f"--calib {source}: no such folder or file (use 'synthetic', a folder or a .npy/.npz)")
     if not path.is_dir():
         raise InputError(f"--calib {source}: not a folder, .npy or .npz")
+    from vitedge.calib import idx as idx_format
+
+    if idx_format.is_idx_dir(path):  # an IDX data set (MNIST format): a seeded sample of its train split
+        x, desc = idx_format.calibration_inputs(path, spec, num, seed)
+        return CalibrationSet(x, str(path), desc)
     folder = scan_folder(path)  # raises on empty folders
     paths = list(folder.paths)
     rng = np.random.default_rng(seed)

@@ -38,13 +38,15 @@ ImgSizeOpt = Annotated[
 NumClassesOpt = Annotated[
     int | None, typer.Option("--num-classes", help="Classes for --random-init / --weights models.")
 ]
-EvalOpt = Annotated[str, typer.Option("--eval", help="Labelled images for parity/accuracy: 'synthetic' or DIR.")]
+EvalOpt = Annotated[str, typer.Option("--eval", help="Labelled images for parity/accuracy: 'synthetic', an image "
+                                                    "folder, or an IDX data-set directory (e.g. Fashion-MNIST).")]
 EvalNOpt = Annotated[int | None, typer.Option("--eval-n", help="Use a seeded subset of N eval images.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Threads for every runner (default: all cores).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random parity inputs and subsets.")]
 CalibOpt = Annotated[str | None, typer.Option(
-    "--calib", help="Calibration data for INT8 targets: 'synthetic', DIR, or FILE.npy/.npz (default synthetic "
-    "for models trained on it).", rich_help_panel="Quantisation")]
+    "--calib", help="Calibration data for INT8 targets: 'synthetic', an image folder, an IDX data-set directory "
+    "(its train split), or FILE.npy/.npz (default synthetic for models trained on it).",
+    rich_help_panel="Quantisation")]
 NumCalibOpt = Annotated[int, typer.Option("--num-calib", help="Calibration samples (seeded subset).",
                                           rich_help_panel="Quantisation")]
 OptionOpt = Annotated[list[str] | None, typer.Option(

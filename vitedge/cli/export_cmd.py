@@ -204,10 +204,15 @@ def export_command(
     from vitedge.cli.flags import check_applicable, parse_option_values
     from vitedge.errors import ParityError, UsageError
     from vitedge.pipeline import export_target
-    from vitedge.targets.registry import all_targets, get_target
+    from vitedge.targets.registry import get_target
 
     is_auto = target in AUTO_DEVICES
-    selected = [t for t in all_targets() if AUTO_DEVICES[target] in t.auto] if is_auto else [get_target(target)]
+    if is_auto:
+        from vitedge.auto import auto_candidates
+
+        selected = auto_candidates(target)
+    else:
+        selected = [get_target(target)]
     check_common(eval_n, threads)
     values = parse_option_values(option)
     if ignore:

@@ -29,7 +29,7 @@ app = typer.Typer(
 def _register_commands() -> None:
     # Command modules import only what their own commands need, lazily, so the device-side
     # commands (verify, bench) work where torch is not installed.
-    from vitedge.cli import models_cmd, train_cmd, export_cmd, matrix_cmd, device_cmd  # noqa: F401, I001
+    from vitedge.cli import models_cmd, train_cmd, export_cmd, matrix_cmd, device_cmd, pretrain_cmd  # noqa: F401, I001
 
 
 def _cli_errors() -> tuple[type[BaseException], ...]:

@@ -37,8 +37,8 @@ def models_command(
         h, w = e.preprocess.input_size
         table.add_row(name, e.family, f"{h}x{w}", "yes" if e.builtin_weights else "", e.description)
     console.print(table)
-    console.print("timm models: timm:NAME for any vit_*, deit_*, deit3_*, convnext_*, convnextv2_* "
-                  "(weights from a local file via --weights).")
+    console.print("timm models: timm:NAME for any timm image classifier (ViT, DeiT, EVA02, Swin, BEiT, "
+                  "ConvNeXt, ResNet, ...); weights from a local file via --weights, or --random-init.")
 
 
 @app.command("inspect")

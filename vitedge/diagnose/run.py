@@ -22,7 +22,8 @@ def diagnose_qdq(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path
     import onnx
 
     from vitedge.diagnose.onnx_layers import diagnose_onnx
-    from vitedge.targets.ort_int8 import PREPROCESSED, pre_process
+    from vitedge.targets.ort_int8 import PREPROCESSED
+    from vitedge.targets.ort_preprocess import pre_process
 
     ref_path = work / PREPROCESSED
     if not ref_path.exists():

@@ -66,6 +66,24 @@ def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx
     return program.model_proto
 
 
+def _dynamo_unfusing_if_needed(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx.ModelProto:
+    """The dynamo export; when fused attention with an additive mask (timm's BEiT relative
+    position bias, MaxViT) hits "Cannot view a tensor" (pytorch/pytorch#141107), once more with
+    timm's attention unfused: the same MatMul/Softmax/MatMul maths, which exports and matches."""
+    try:
+        return _dynamo(module, x, cfg)
+    except Exception as e:
+        interrupts.check()
+        if "Cannot view a tensor" not in str(e):
+            raise
+    from vitedge.models.timm_models import unfused_attention
+
+    with unfused_attention(module) as switched:
+        if not switched:
+            raise ExportError("dynamo ONNX export failed: Cannot view a tensor (fused attention with a mask)")
+        return _dynamo(module, x, cfg)
+
+
 def _torchscript(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig, tmp: Path) -> onnx.ModelProto:
     dynamic_axes = None if cfg.static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     with quiet():
@@ -132,7 +150,7 @@ def export_onnx(
         if cfg.exporter == "torchscript":
             raise RuntimeError("TorchScript exporter requested")
         with interrupts.deferred():  # torch.export re-wraps or aborts on a signal; see vitedge.interrupts
-            model = _dynamo(module, x, cfg)
+            model = _dynamo_unfusing_if_needed(module, x, cfg)
     except Exception as e:
         interrupts.check()
         if cfg.exporter == "dynamo":

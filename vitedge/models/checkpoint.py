@@ -9,6 +9,7 @@ that would construct arbitrary objects or call functions is refused, never execu
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import warnings
@@ -53,29 +54,42 @@ def read_card(path: str | Path) -> ModelCard | None:
         raise InputError(f"{path}: broken vitedge model card in header ({_short(e)})") from None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, use_ema: bool = True) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors or a torch state-dict file, loaded without running code."""
+    return read_state_dict_info(path, use_ema)[0]
+
+
+def read_state_dict_info(path: str | Path, use_ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`read_state_dict` plus what was read: {"entry": the wrapper key used ("state_dict_ema",
+    "model", ... or None for a bare state dict), "entries": the state-dict keys the file has,
+    "stripped_prefix": a wrapper prefix removed from every key, or None}.
+
+    Wrapped checkpoints follow timm's `load_state_dict(use_ema=...)`: with `use_ema` the EMA
+    weights ("state_dict_ema", then "model_ema") win when present, else "state_dict", then "model".
+    """
     path = Path(path)
     _check_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            return _find_state_dict(load_file(str(path)), path, use_ema)
+        except InputError:
+            raise
         except Exception as e:
             raise InputError(f"{path}: not a readable safetensors file ({_short(e)})") from None
-    if path.suffix not in TORCH_SUFFIXES:
+    if path.suffix not in TORCH_SUFFIXES and not path.name.endswith(".pth.tar"):
         raise InputError(
             f"{path}: unknown checkpoint type {path.suffix!r}; use .safetensors or a torch "
-            f"state dict ({', '.join(TORCH_SUFFIXES)})"
+            f"state dict ({', '.join(TORCH_SUFFIXES)}, .pth.tar)"
         )
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise InputError(f"{path}: not a readable torch checkpoint (neither a torch zip archive nor a pickle)")
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the verdict is ours
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch.serialization.safe_globals(SAFE_GLOBALS):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols; the verdict is ours
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         suspicious = pickle_globals(path)
@@ -89,12 +103,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: not a readable torch checkpoint ({_short(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as e:
         raise InputError(f"{path}: not a readable torch checkpoint ({_short(e)})") from None
-    return _find_state_dict(obj, path)
+    return _find_state_dict(obj, path, use_ema)
+
+
+# timm's training checkpoints carry the command line as an argparse.Namespace ("args"); timm's
+# own loader allows exactly this class under weights_only=True. Building a Namespace only sets
+# attributes (no code runs), so it is safe to allow too.
+SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 
 
 _SAFE_GLOBAL_PREFIXES = ("torch.", "torch._utils.", "collections.OrderedDict", "_codecs.encode",
                          "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-                         "numpy.ndarray", "numpy.dtype", "builtins.set", "builtins.frozenset")
+                         "numpy.ndarray", "numpy.dtype", "builtins.set", "builtins.frozenset",
+                         "argparse.Namespace")
 
 
 def pickle_globals(path: Path) -> list[str]:
@@ -127,16 +148,38 @@ def pickle_globals(path: Path) -> list[str]:
     return sorted({g for g in found if not g.startswith(_SAFE_GLOBAL_PREFIXES)})
 
 
-def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+# Wrapper keys of training checkpoints, in timm's order of preference (EMA first when wanted).
+EMA_ENTRIES = ("state_dict_ema", "model_ema")
+PLAIN_ENTRIES = ("state_dict", "model")
+# Prefixes that wrappers put on every key: DataParallel/DDP ("module."), torch.compile
+# ("_orig_mod."), as timm's `clean_state_dict` strips them.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _find_state_dict(obj: Any, path: Path, use_ema: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    info: dict[str, Any] = {"entry": None, "entries": [], "stripped_prefix": None}
     if isinstance(obj, dict):
-        for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        info["entries"] = [k for k in (*EMA_ENTRIES, *PLAIN_ENTRIES) if isinstance(obj.get(k), dict)]
+        order = (*EMA_ENTRIES, *PLAIN_ENTRIES) if use_ema else PLAIN_ENTRIES
+        for key in order:
             if isinstance(obj.get(key), dict):
-                obj = obj[key]
+                obj, info["entry"] = obj[key], key
                 break
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
-            # Strip wrappers added by DataParallel / torch.compile.
-            return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in tensors.items()}
+            stripped: set[str] = set()
+            clean = {}
+            for k, v in tensors.items():
+                while k.startswith(WRAPPER_PREFIXES):
+                    p = next(p for p in WRAPPER_PREFIXES if k.startswith(p))
+                    stripped.add(p)
+                    k = k.removeprefix(p)
+                clean[k] = v
+            info["stripped_prefix"] = "".join(sorted(stripped)) or None
+            return clean, info
+        if info["entry"] is None and not use_ema and any(k in info["entries"] for k in EMA_ENTRIES):
+            raise InputError(f"{path}: holds only EMA weights ({', '.join(info['entries'])}); "
+                             "load them with EMA enabled")
     raise InputError(f"{path}: holds no state dict (a dict of tensors)")
 
 
@@ -149,8 +192,30 @@ def check_finite(state: dict[str, torch.Tensor], path: Path | str) -> None:
         )
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
-    """`model.load_state_dict(state)` with a one-line error naming the first mismatches."""
+# Prefixes some training frameworks put on every key of the model they wrap (Lightning's
+# `self.model`, timm-style wrappers); stripped only when every key has it and the result fits.
+MODEL_PREFIXES = ("model.",)
+
+
+def fit_prefix(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], str | None]:
+    """`state` with a wrapper prefix removed when that makes it fit `model` better."""
+    own = model.state_dict()
+    hits = len(own.keys() & state.keys())
+    if hits == len(own):
+        return state, None
+    for p in MODEL_PREFIXES:
+        if state and all(k.startswith(p) for k in state):
+            stripped = {k.removeprefix(p): v for k, v in state.items()}
+            if len(own.keys() & stripped.keys()) > hits:
+                return stripped, p
+    return state, None
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> dict[str, Any]:
+    """`model.load_state_dict(state)` with a one-line error naming the first mismatches.
+
+    Returns {"stripped_prefix": a wrapper prefix removed to make the keys fit, or None}."""
+    state, prefix = fit_prefix(state, model)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -162,17 +227,39 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: P
     if missing or unexpected or wrong:
         parts = []
         if wrong:
-            parts.append(f"shape mismatch: {'; '.join(wrong[:3])}")
+            parts.append(f"shape mismatch: {_first(wrong, '; ')}")
         if missing:
-            parts.append(f"missing keys: {', '.join(missing[:3])}")
+            parts.append(f"missing keys: {_first(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys: {', '.join(unexpected[:3])}")
-        raise InputError(
-            f"{path}: weights do not fit this architecture ({' | '.join(parts)}); check --arch "
-            "and --num-classes"
-        )
+            parts.append(f"unexpected keys: {_first(unexpected)}")
+        hint = "check --arch and --num-classes"
+        if missing and not unexpected and not wrong and all(_is_head(k, model) for k in missing):
+            hint = ("the file has no classifier head (a backbone / self-supervised checkpoint); fine-tune a "
+                    "head first (vitedge train --init FILE)")
+        elif missing and unexpected:
+            common = _common_prefix(unexpected)
+            if common and any(k.removeprefix(common) in own for k in unexpected):
+                hint = f"every unexpected key starts with {common!r}: re-save the weights without that prefix"
+        raise InputError(f"{path}: weights do not fit this architecture ({' | '.join(parts)}); {hint}")
     check_finite(state, path)
     model.load_state_dict(state, strict=True)
+    return {"stripped_prefix": prefix}
+
+
+def _first(items: list[str], sep: str = ", ") -> str:
+    more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+    return sep.join(items[:3]) + more
+
+
+def _is_head(key: str, model: torch.nn.Module) -> bool:
+    heads = getattr(model, "pretrained_cfg", {}).get("classifier", "head") if hasattr(model, "pretrained_cfg") else "head"
+    heads = heads if isinstance(heads, (list, tuple)) else [heads]
+    return any(key.startswith(h + ".") for h in heads)
+
+
+def _common_prefix(keys: list[str]) -> str | None:
+    first = keys[0].split(".", 1)[0] + "."
+    return first if all(k.startswith(first) for k in keys) else None
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard) -> Path:

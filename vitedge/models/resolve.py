@@ -46,9 +46,9 @@ def build_from_card(card: ModelCard) -> torch.nn.Module:
 def preprocess_for(arch: str, overrides: dict[str, Any]) -> PreprocessSpec:
     """The preprocessing of `arch` built with `overrides`, without building the model."""
     if arch.startswith(timm_models.PREFIX):
-        spec = timm_models.pretrained_preprocess(arch.removeprefix(timm_models.PREFIX))
-    else:
-        spec = get_entry(arch).preprocess
+        # timm's resolve_data_config on the model's pretrained cfg, at the requested size
+        return timm_models.pretrained_preprocess(arch.removeprefix(timm_models.PREFIX), overrides.get("img_size"))
+    spec = get_entry(arch).preprocess
     size = overrides.get("img_size")
     if size is not None:
         spec = PreprocessSpec.from_dict({**spec.to_dict(), "input_size": [int(size), int(size)]})
@@ -62,15 +62,17 @@ def new_card(
     source: str,
 ) -> tuple[torch.nn.Module, ModelCard]:
     """Build `arch` with `overrides` (random weights) and the card that describes it."""
-    preprocess = preprocess_for(arch, overrides)
     if arch.startswith(timm_models.PREFIX):
         name = arch.removeprefix(timm_models.PREFIX)
-        config = dict(overrides)
-        if not timm_models.takes_img_size(name):
-            config.pop("img_size", None)  # ConvNeXt runs at any size: preprocessing only
+        config, notes = timm_models.model_config(name, overrides, classes)
         module = timm_models.build_timm(name, **config)
+        # timm.data.resolve_data_config({}, model=module) at the size it was asked for
+        preprocess = timm_models.model_preprocess(module, name, overrides.get("img_size"))
+        # family (probe forward), classifier check, size facts: kept in the card for the device side
+        config[timm_models.META_KEY] = timm_models.describe(module, name, preprocess, notes)
         n = int(getattr(module, "num_classes", 1000))
     else:
+        preprocess = preprocess_for(arch, overrides)
         config = {**get_entry(arch).config, **overrides}
         module = build_model(arch, **overrides)
         n = int(config["num_classes"])
@@ -113,7 +115,10 @@ def load_model(
     classes: tuple[str, ...] | None = None,
     random_init: bool = False,
     overrides: dict[str, Any] | None = None,
+    use_ema: bool = True,
 ) -> LoadedModel:
+    """`use_ema`: from a training checkpoint holding EMA weights, load those (timm's
+    `load_checkpoint(use_ema=True)` convention); the card records which entry was used."""
     overrides = dict(overrides or {})
     path = Path(source)
     looks_like_file = path.suffix in (".safetensors", *checkpoint.TORCH_SUFFIXES) or path.exists()
@@ -127,19 +132,19 @@ def load_model(
                 raise UsageError(f"--arch {arch} contradicts the checkpoint's own {card.arch}")
             module = build_from_card(card)
             checkpoint.load_weights(module, checkpoint.read_state_dict(path), path)
-            return LoadedModel(module.eval(), card.with_(source=str(path)))
+            return LoadedModel(module.eval(), _with_timm_meta(module, card).with_(source=str(path)))
         if arch is None:
             checkpoint.read_state_dict(path)  # report unreadable/unsafe files first
             raise UsageError(
                 f"{path} is a plain state dict; say which architecture it is with --arch "
                 "(e.g. --arch vit-tiny or --arch timm:vit_small_patch16_224)"
             )
-        return _with_weights(arch, path, classes, overrides)
+        return _with_weights(arch, path, classes, overrides, use_ema)
 
     if random_init and weights is not None:
         raise UsageError("--random-init and --weights exclude each other")
     if weights is not None:
-        return _with_weights(source, Path(weights), classes, overrides)
+        return _with_weights(source, Path(weights), classes, overrides, use_ema)
     if random_init:
         module, card = new_card(source, overrides, classes, source="random-init")
         return LoadedModel(module.eval(), card)
@@ -171,16 +176,43 @@ def load_model(
     return LoadedModel(module.eval(), card.with_(source=f"builtin:{source}"))
 
 
+def _with_timm_meta(module: torch.nn.Module, card: ModelCard) -> ModelCard:
+    """A timm card written before vitedge recorded the family: probe the model once now, so
+    the card that travels to the device carries it."""
+    if not card.arch.startswith(timm_models.PREFIX) or timm_models.META_KEY in card.config:
+        return card
+    name = card.arch.removeprefix(timm_models.PREFIX)
+    meta = timm_models.describe(module, name, card.preprocess, [])
+    return card.with_(config={**card.config, timm_models.META_KEY: meta})
+
+
 def _with_weights(
-    arch: str, path: Path, classes: tuple[str, ...] | None, overrides: dict[str, Any]
+    arch: str, path: Path, classes: tuple[str, ...] | None, overrides: dict[str, Any], use_ema: bool = True
 ) -> LoadedModel:
-    state = checkpoint.read_state_dict(path)
+    state, info = checkpoint.read_state_dict_info(path, use_ema)
+    is_timm = arch.startswith(timm_models.PREFIX)
+    name = arch.removeprefix(timm_models.PREFIX) if is_timm else None
     if "num_classes" not in overrides:
-        n = len(classes) if classes else timm_models.infer_num_classes(state)
+        n = len(classes) if classes else timm_models.infer_num_classes(state, name)
+        if n is None and is_timm:
+            n = timm_models.infer_num_classes({k.removeprefix("model."): v for k, v in state.items()}, name)
         if n is not None:
             overrides["num_classes"] = n
     module, card = new_card(arch, overrides, classes, source=str(path))
-    if arch.startswith(timm_models.PREFIX):
-        state = timm_models.adapt_state_dict(state, module, drop_head=False)
-    checkpoint.load_weights(module, state, path)
-    return LoadedModel(module.eval(), card)
+    if not is_timm:
+        checkpoint.load_weights(module, state, path)
+        return LoadedModel(module.eval(), card)
+    state, prefix = checkpoint.fit_prefix(state, module)  # before timm's filter, which expects its own keys
+    trained_at = timm_models.weights_input_size(state, module)
+    adapted = timm_models.adapt_state_dict(state, module, drop_head=False)
+    checkpoint.load_weights(module, adapted, path)
+    weights = {
+        "file": path.name,
+        "entry": info["entry"],  # e.g. "state_dict_ema": the EMA weights of a training checkpoint
+        "entries": info["entries"],
+        "stripped_prefix": "".join(p for p in (info["stripped_prefix"], prefix) if p) or None,
+        "input_size": trained_at,  # what a ViT-style checkpoint was trained at (from pos_embed)
+        "resampled": timm_models.resampled(state, adapted),  # e.g. pos_embed to a new grid
+    }
+    meta = {**card.config[timm_models.META_KEY], "weights": weights}
+    return LoadedModel(module.eval(), card.with_(config={**card.config, timm_models.META_KEY: meta}))

@@ -27,6 +27,9 @@ RUNTIME_MODULES = (
     "vitedge.runtimes.tensorrt_runner",
     "vitedge.runtimes.torch_runner",
     "vitedge.runtimes.torchao_runner",
+    "vitedge.runtimes.aoti_runner",
+    "vitedge.runtimes.executorch_runner",
+    "vitedge.runtimes.litert_runner",
 )
 
 

@@ -7,6 +7,10 @@ TARGET_MODULES = (
     "vitedge.targets.ort_int8",
     "vitedge.targets.torchao_target",
     "vitedge.targets.tensorrt",
+    "vitedge.targets.inductor",
+    "vitedge.targets.executorch",
+    "vitedge.targets.litert",
+    "vitedge.targets.coreml",
 )
 
 DEFAULT_TARGET = "onnx-fp32"  # `vitedge export` without --target

@@ -105,9 +105,10 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Options,
 
     from vitedge.calib.source import ort_calibration_reader
     from vitedge.export.metadata import set_metadata
+    from vitedge.targets.ort_preprocess import pre_process
 
     pre = ctx.work_dir / PREPROCESSED
-    pre_facts = pre_process(src, pre)
+    pre_facts = pre_process(src, pre)  # with fallbacks when ORT's symbolic shape inference fails
     model = onnx.load(str(pre))
     excluded = [] if cfg.quantize_attention else activation_matmuls(model)
     unknown = [n for n in cfg.exclude if n not in {node.name for node in model.graph.node}]
@@ -159,23 +160,16 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Options,
 PREPROCESSED = "model.pre.onnx"  # in the work dir: the fp32 graph exactly as the quantiser saw it
 
 
-def pre_process(src: Path, dst: Path) -> dict[str, Any]:
-    """ORT's recommended pre-processing before quantize_static (symbolic shape inference +
-    basic optimisation). Returns what was done, for the report."""
-    from onnxruntime.quantization import quant_pre_process
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        quant_pre_process(str(src), str(dst))
-    return {"steps": "quant_pre_process (symbolic shape inference + optimisation)"}
-
-
 def build_ort_int8(ctx: BuildContext) -> Artifact:
+    from vitedge.targets.ort_preprocess import describe
+
     dst = ctx.bundle_dir / "model.int8.onnx"
     details = quantize_qdq(ctx.require_onnx().path, dst, ctx, ctx.options)
+    notes = ["parity measured with ONNX Runtime's default (fully optimised, fused int8) session"]
+    notes += [n for n in [describe(details["pre_process"])] if n]
     return Artifact(
         main_file=dst.name, files=[dst.name], runtime="onnxruntime",
-        runner_options={"graph_optimization": "all"}, details=details,
-        notes=["parity measured with ONNX Runtime's default (fully optimised, fused int8) session"],
+        runner_options={"graph_optimization": "all"}, details=details, notes=notes,
     )
 
 

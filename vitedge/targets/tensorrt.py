@@ -69,9 +69,8 @@ def to_fp16(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
 
     from vitedge.export.metadata import set_metadata
     from vitedge.export.onnx_export import save_onnx
-    from vitedge.quiet import quiet
-
     from vitedge.models.family import recipe_for
+    from vitedge.quiet import quiet
 
     # Ops kept in FP32 in the FP16 graph (normalisation statistics, softmax, reductions and the
     # pointwise ops that compute them): the model family's recipe.

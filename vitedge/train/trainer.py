@@ -238,10 +238,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     metrics: dict[str, Any] = {"val_top1": history[-1]["val_top1"] if history else None,
                                "train_seconds": round(seconds, 1),
                                "threads": torch.get_num_threads()}
-    if str(cfg.data) == "synthetic":
+    from vitedge.calib import idx as idx_format
+
+    if str(cfg.data) == "synthetic" or idx_format.is_idx_dir(cfg.data):  # data sets with a test split
         from vitedge.calib.datasets import eval_data
 
-        test = evaluate(model, eval_data("synthetic", spec, train_set.classes, seed=cfg.seed), spec)
+        test = evaluate(model, eval_data(str(cfg.data), spec, train_set.classes, seed=cfg.seed), spec)
         metrics.update(test_top1=test.top1, test_top5=test.top5)
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("out", "resume", "threads")}
     card = card.with_(metrics=metrics, training={"recipe": recipe, "history": history,

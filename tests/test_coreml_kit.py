@@ -1,0 +1,162 @@
+"""coreml-fp16 / coreml-int8 kits: real coremltools conversions of the built-in models.
+
+Core ML cannot run on Linux, so what is checked here is everything that can be: the package
+opens with coremltools' spec reader, is an ML Program with the vitedge I/O names and the model
+card in its metadata, every file of the directory artifact is listed for checksums, the kit
+files are there (and the verify script refuses to pretend on Linux), the int8 weights inside the
+package are the ones the CPU stand-in uses, and the stand-in is within the precision's tolerance
+of PyTorch (the prediction the report shows)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ct = pytest.importorskip("coremltools", reason="needs the coreml extra")
+
+import torch  # noqa: E402
+
+from vitedge.calib.datasets import synthetic_split  # noqa: E402
+from vitedge.export.config import ExportConfig  # noqa: E402
+from vitedge.export.onnx_export import export_onnx  # noqa: E402
+from vitedge.models.resolve import load_model  # noqa: E402
+from vitedge.runtimes.ort_runner import OrtRunner  # noqa: E402
+from vitedge.targets.context import BuildContext  # noqa: E402
+from vitedge.targets.coreml import (  # noqa: E402
+    PACKAGE,
+    CoreMLOptions,
+    build_coreml_fp16,
+    build_coreml_int8,
+    quantize_like_coreml,
+)
+
+MODELS = ("vit-tiny", "convnext-zepto")
+_BUILT: dict = {}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    def get(name, precision):
+        if (name, precision) not in _BUILT:
+            tmp = tmp_path_factory.mktemp(f"coreml-{name}-{precision}")
+            loaded = load_model(name)
+            (tmp / "bundle").mkdir()
+            (tmp / "work").mkdir()
+            info = export_onnx(loaded.module, loaded.card, tmp / "work" / "model.onnx", ExportConfig())
+            ctx = BuildContext(loaded=loaded, bundle_dir=tmp / "bundle", work_dir=tmp / "work", onnx=info,
+                               options=CoreMLOptions(), export=ExportConfig())
+            art = (build_coreml_int8 if precision == "int8" else build_coreml_fp16)(ctx)
+            _BUILT[(name, precision)] = (ctx, art)
+        return _BUILT[(name, precision)]
+    return get
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("name", MODELS)
+def test_coreml_kit_package_metadata_and_files(built, name, precision):
+    ctx, art = built(name, precision)
+    card = ctx.loaded.card
+    pkg = ctx.bundle_dir / PACKAGE
+    assert pkg.is_dir()
+    # every file of the directory artifact is listed (checksummed), the stand-in and kit too
+    on_disk = sorted(str(p.relative_to(ctx.bundle_dir)) for p in pkg.rglob("*") if p.is_file())
+    assert on_disk and set(on_disk) <= set(art.files)
+    assert any(f.endswith("weight.bin") for f in on_disk) and f"{PACKAGE}/Manifest.json" in on_disk
+    for f in ("verify_coreml.py", "kit.json", "KIT.md", art.main_file):
+        assert f in art.files and (ctx.bundle_dir / f).is_file()
+    assert art.predicted_by and art.runtime == "onnxruntime" and "NOT run here" in art.notes[0]
+
+    spec = ct.utils.load_spec(str(pkg))
+    assert spec.WhichOneof("Type") == "mlProgram"
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert inp.name == "input" and list(inp.type.multiArrayType.shape) == [1, 3, *card.preprocess.input_size]
+    assert out.name == "logits"
+    meta = dict(spec.description.metadata.userDefined)
+    assert json.loads(meta["vitedge.classes"]) == list(card.classes)
+    assert json.loads(meta["vitedge.preprocess"]) == card.preprocess.to_dict()
+    assert meta["vitedge.precision"] == precision
+    # the high-level reader opens it too (without compiling: no Core ML framework on Linux)
+    model = ct.models.MLModel(str(pkg), skip_model_load=True)
+    assert model.user_defined_metadata["vitedge.classes"] == meta["vitedge.classes"]
+    ops = [op.type for b in spec.mlProgram.functions["main"].block_specializations.values()
+           for op in b.operations]
+    n_quant = sum(1 for t in ops if t.startswith("constexpr_") and ("dequantize" in t or "shift_scale" in t))
+    if precision == "int8":
+        _, names = quantize_like_coreml(ctx.loaded.module)
+        assert n_quant == len(names) == art.details["standin"]["weights_round_tripped"]
+    else:
+        assert n_quant == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("name", MODELS)
+def test_coreml_standin_predicts_parity_within_tolerance(built, name, precision):
+    ctx, art = built(name, precision)
+    spec = ctx.loaded.card.preprocess
+    x = synthetic_split("test", spec, 64, 0).as_inputs(spec)
+    with torch.no_grad():
+        ref = ctx.loaded.module.eval()(torch.from_numpy(x)).numpy()
+    with OrtRunner(ctx.bundle_dir / art.main_file, threads=2, **art.runner_options) as r:
+        out = r.infer({"input": x})["logits"]
+    cos = _cos(out, ref)
+    assert np.abs(out - ref).max() > 1e-5  # the stand-in really is reduced precision
+    if precision == "fp16":
+        assert cos.min() >= 0.9999 and (out.argmax(1) == ref.argmax(1)).mean() >= 0.999
+    else:
+        assert cos.mean() >= 0.998 and (out.argmax(1) == ref.argmax(1)).mean() >= 0.98
+
+
+@pytest.mark.slow
+def test_int8_standin_weights_are_the_packages_weights(built):
+    """The stand-in's round-tripped weights equal the int8 constants coremltools wrote (checked
+    on the in-memory MIL program of the same conversion)."""
+    import coremltools.optimize as cto
+
+    from vitedge.targets.coreml import WEIGHT_THRESHOLD, _convert, _quantize_weights
+
+    ctx, _ = built("vit-tiny", "int8")
+    mlmodel = _quantize_weights(_convert(ctx, 1))
+    assert cto  # the optimize package is what produced the constexpr ops
+    deq = []
+    for op in mlmodel._mil_program.functions["main"].operations:
+        if op.op_type == "constexpr_affine_dequantize":
+            q = op.quantized_data.val.astype(np.float32)
+            axis = int(op.axis.val)
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            zp = np.reshape(op.zero_point.val.astype(np.float32), shape)
+            sc = np.reshape(op.scale.val.astype(np.float32), shape)
+            deq.append(((q - zp) * sc, axis))
+    assert deq
+    module, names = quantize_like_coreml(ctx.loaded.module, WEIGHT_THRESHOLD)
+    ours = dict(module.named_parameters()) | dict(module.named_buffers())
+    for w, axis in deq:
+        assert axis == 0
+        cands = [ours[n].detach().numpy() for n in names if tuple(ours[n].shape) == w.shape]
+        assert cands, w.shape
+        # in quantisation steps: identical but for rounding ties of a few elements
+        steps = min(np.abs(c - w).max() / (np.abs(c).max() / 127) for c in cands)
+        off = min(float((np.abs(c - w) > 0.5 * np.abs(c).max() / 127).mean()) for c in cands)
+        assert steps <= 1.01 and off < 1e-3, (steps, off)
+
+
+def test_verify_script_refuses_to_pretend_on_linux(tmp_path):
+    from importlib import resources
+
+    script = tmp_path / "verify_coreml.py"
+    script.write_text((resources.files("vitedge.coreml_kit") / "verify_coreml.py").read_text())
+    (tmp_path / "kit.json").write_text(json.dumps({"package": PACKAGE, "precision": "fp16", "input_name": "input",
+                                                   "output_name": "logits", "batch": 1, "compute_units": "ALL",
+                                                   "tolerance": {"max_abs": None, "cosine_min": 0.9999}}))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 5 and "macOS" in res.stderr

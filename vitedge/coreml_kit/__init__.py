@@ -1,0 +1,1 @@
+"""Files shipped inside Core ML kit bundles (run on a Mac with coremltools + numpy only)."""
