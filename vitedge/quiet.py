@@ -168,3 +168,34 @@ def quiet(capture_stdout: bool = True) -> Iterator[None]:
     finally:
         _local.capture -= 1 if capture_stdout else 0
         _exit()
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[None]:
+    """Hold what native code writes straight to file descriptor 2 (absl/oneDNN banners, "Created
+    TensorFlow Lite XNNPACK delegate", cpuinfo probing) for the duration, and show it only if the
+    block fails (so a real error keeps its context) or in verbose mode. Python-level output is
+    untouched: this is for C/C++ libraries that bypass sys.stderr."""
+    if verbose():
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                held.seek(0)
+                text = held.read().decode(errors="replace").strip()
+                if text:
+                    print(text, file=sys.stderr)

@@ -63,10 +63,14 @@ def _interpreter(path: Path, threads: int, delegate: str, unfused: bool = False)
     lite = _litert()
     resolver = (lite.OpResolverType.BUILTIN if delegate == "xnnpack"
                 else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    from vitedge.quiet import native_stderr
+
     try:
-        it = lite.Interpreter(model_path=str(path), num_threads=int(threads), experimental_op_resolver_type=resolver,
-                              experimental_disable_delegate_node_fusion=unfused)
-        it.allocate_tensors()
+        with native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on every interpreter
+            it = lite.Interpreter(model_path=str(path), num_threads=int(threads),
+                                  experimental_op_resolver_type=resolver,
+                                  experimental_disable_delegate_node_fusion=unfused)
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise InputError(f"{path}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from None
     return it

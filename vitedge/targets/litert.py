@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -70,14 +71,20 @@ class LiteRTOptions:
 def _converter_quiet() -> Iterator[None]:
     """litert-torch prints a progress tree through rich unless LITERT_TORCH_SHOW_PROGRESS is off,
     and ai-edge-quantizer prints tqdm bars and a size summary; silence both for this call only."""
-    from vitedge.quiet import quiet
+    from vitedge.quiet import native_stderr, quiet
 
     old = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"  # read at every task() call
+    root = logging.getLogger()
+    level = root.level
+    # The converter warns on the root logger that a PT2E-converted model "is in training mode"
+    # (it cannot see move_exported_model_to_eval); nothing for the user to act on.
+    root.setLevel(logging.ERROR)
     try:
-        with quiet(), contextlib.redirect_stderr(io.StringIO()):
+        with quiet(), contextlib.redirect_stderr(io.StringIO()), native_stderr():
             yield
     finally:
+        root.setLevel(level)
         if old is None:
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
