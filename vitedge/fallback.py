@@ -157,7 +157,7 @@ def fallback_targets() -> list[str]:
     return [t.name for t in all_targets() if t.fallback_option and t.diagnose]
 
 
-def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search: Any, reference_logits: np.ndarray,
+def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search_set: Any, reference_logits: np.ndarray,
                  open_runner: Callable[[Path, Any], Any], batch: int = 32) -> tuple[Any, FallbackResult]:
     """Stage: make `artifact` (already built into ctx.bundle_dir) meet `budget`, keeping the
     fewest, most sensitive layers in high precision. Returns the final artifact and the record.
@@ -169,7 +169,7 @@ def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search: A
     option = target.fallback_option
     if option is None or target.diagnose is None:
         raise UsageError(f"--max-drop/--min-cosine work on {', '.join(fallback_targets())}, not {target.name}")
-    search_x, search_labels, search_desc = search.x, search.labels, search.description
+    search_x, search_labels, search_desc = search_set.x, search_set.labels, search_set.description
 
     def logits_of(bundle_dir: Path, art: Any) -> np.ndarray:
         runner = open_runner(bundle_dir, art)
