@@ -31,6 +31,8 @@ from vitedge.bundle.manifest import MANIFEST, manifest_digest
 from vitedge.models.checkpoint import save_checkpoint
 from vitedge.models.resolve import load_model, new_card
 
+pytestmark = pytest.mark.slow  # each case runs the real CLI in a subprocess (~4 min in all)
+
 ROOT = Path(__file__).resolve().parents[1]
 OBSERVED: list[tuple[str, str, int, str]] = []
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -26,6 +26,8 @@ from vitedge.errors import InputError, ParityError
 from vitedge.models.resolve import load_model
 from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 
+pytestmark = pytest.mark.slow  # builds bundles for several targets in its fixture
+
 FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
 REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")

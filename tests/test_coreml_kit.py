@@ -150,6 +150,7 @@ def test_int8_standin_weights_are_the_packages_weights(built):
         assert steps <= 1.01 and off < 1e-3, (steps, off)
 
 
+@pytest.mark.slow
 def test_verify_script_refuses_to_pretend_on_linux(tmp_path):
     from importlib import resources
 

@@ -17,6 +17,8 @@ from vitedge.errors import InputError, UsageError
 from vitedge.models.resolve import load_model
 from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork, export_target
 
+pytestmark = pytest.mark.slow  # every CPU target built and timed (~2 min)
+
 FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
 CPU_TARGETS = ["ov-fp32", "ov-fp16", "ov-int8", "ort-int8", "torchao-int8", "torchao-int8-wo"]
 

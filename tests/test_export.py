@@ -79,6 +79,7 @@ def test_plain_onnxruntime_runs_it_without_vitedge(vit, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), torch_logits(loaded.module, x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_external_data_path(tmp_path):
     loaded = load_model("vit-tiny")
     path = tmp_path / "model.onnx"
@@ -143,6 +144,7 @@ def test_openvino_fp32_matches_and_reports_its_precision(vit):
                 "bfloat16" in r.info()["actual"]["INFERENCE_PRECISION_HINT"].lower()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["vit-tiny", "convnext-zepto"])
 def test_builtin_models_meet_the_fp32_goal(tmp_path, model):
     report = export_target(load_model(model), ExportRequest(
@@ -159,6 +161,7 @@ def test_builtin_models_meet_the_fp32_goal(tmp_path, model):
     assert "| max_abs |" in (tmp_path / "b" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_timm_vit_checkpoint_exports_with_parity(tmp_path):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
@@ -195,6 +198,7 @@ register_target(Target(name="test-perturbed-onnx", runtime="onnxruntime", precis
                        in_matrix=False))
 
 
+@pytest.mark.slow
 def test_parity_failure_on_a_perturbed_artifact_exits_non_zero(tmp_path, capsys):
     code = main(["export", "vit-tiny", "--target", "test-perturbed-onnx", "--out", str(tmp_path / "b"),
                  "--eval-n", "50", "--bench-budget", "0.2"])
@@ -213,6 +217,7 @@ def test_existing_output_is_refused_without_force(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temp dirs left behind
 
 
+@pytest.mark.slow
 def test_device_side_runs_without_torch(tmp_path):
     report = export_target(load_model("vit-tiny"), ExportRequest(
         target="onnx-fp32", out=tmp_path / "b", eval_n=20, bench=FAST_BENCH, threads=1))

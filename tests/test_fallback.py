@@ -21,6 +21,8 @@ from vitedge.models.outliers import inject_outliers
 from vitedge.models.resolve import LoadedModel, load_model
 from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 
+pytestmark = pytest.mark.slow  # rank-then-bisect searches rebuild INT8 artifacts (~2 min)
+
 OUTLIERS = [("mlp", 1, [5, 77, 150], 500.0), ("mlp", 3, [12, 99], 500.0),
             ("qk", 2, [3, 40], 300.0), ("qk", 4, [7, 100], 300.0)]
 INJECTED_ORT = {"blocks.1.mlp.0", "blocks.3.mlp.0", "blocks.2.attn", "blocks.4.attn"}

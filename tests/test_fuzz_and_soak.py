@@ -19,6 +19,8 @@ from vitedge.bundle.manifest import MANIFEST, read_manifest
 from vitedge.calib.images import load_image
 from vitedge.errors import InputError
 
+pytestmark = pytest.mark.slow  # hypothesis fuzzing and an 8-thread soak
+
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

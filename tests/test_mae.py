@@ -125,6 +125,7 @@ def _cfg(tmp_path, name="mae", **kw):
     return PretrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_interrupted_pretraining_resumes_to_identical_weights(tmp_path, monkeypatch):
     full = pretrain(_cfg(tmp_path, "full"))
     real_save = mae_mod._save_state
@@ -152,6 +153,7 @@ def test_interrupted_pretraining_resumes_to_identical_weights(tmp_path, monkeypa
     assert not (tmp_path / "resumed.safetensors.pretrain-state.pt").exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_is_the_encoder_that_train_init_reads_and_a_picture_is_written(tmp_path):
     from vitedge.train.trainer import TrainConfig, train
 
@@ -223,6 +225,7 @@ def test_short_mae_pretraining_beats_the_random_init_probe(tmp_path):
     assert after.top1 > before_cls.top1 + 0.02
 
 
+@pytest.mark.slow
 def test_cli_pretrain_and_probe_commands(tmp_path):
     from test_realdata import write_idx_set
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 
 from vitedge.cli.main import main
 from vitedge.errors import ExportError
 from vitedge.matrix.plot import pareto_front
 from vitedge.targets.registry import Target, register_target
+
+pytestmark = pytest.mark.slow  # full matrices with side-by-side timing (~1 min)
 
 
 def _broken(ctx):

@@ -96,6 +96,7 @@ def test_a_target_in_one_file_appears_everywhere(tmp_path):
     assert "dummy-fp32" in proc.stdout and "--dummy-note" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("static", [1, 3, None], ids=["static-1", "static-3", "dynamic"])
 def test_verify_and_load_work_for_static_and_dynamic_batches(tmp_path, capsys, static):
     args = ["export", "vit-tiny", "--out", str(tmp_path / "b"), "--eval-n", "7", "--bench-budget", "0.1"]
@@ -110,6 +111,7 @@ def test_verify_and_load_work_for_static_and_dynamic_batches(tmp_path, capsys, s
     assert len(preds) == 5
 
 
+@pytest.mark.slow
 def test_shared_work_is_keyed_by_the_eval_data(tmp_path):
     loaded = load_model("vit-tiny")
     shared = SharedWork(tmp_path / "shared")

@@ -28,6 +28,8 @@ from vitedge.models.resolve import load_model
 from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork, export_target
 from vitedge.targets.tensorrt import why_no_engine
 
+pytestmark = pytest.mark.slow  # TensorRT kits with predicted parity and mypy against two stub sets
+
 FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
 REPO = Path(__file__).resolve().parents[1]
 

@@ -308,6 +308,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return s.run(None, {s.get_inputs()[0].name: x})[0]
 
 
+@pytest.mark.slow
 def test_quant_pre_process_falls_back_to_onnx_shape_inference_on_convnextv2(tmp_path, convnextv2_onnx):
     from vitedge.targets.ort_preprocess import describe, pre_process
 

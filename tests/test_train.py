@@ -20,6 +20,7 @@ def _cfg(tmp_path, name="m", **kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_short_training_run_beats_chance(tmp_path):
     result = train(_cfg(tmp_path, epochs=3))
     # Chance is 0.10 +- 0.007 (2000 test images); 1500 images x 3 epochs of a 2-block ViT
@@ -54,6 +55,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_fine_tune_from_a_timm_checkpoint(tmp_path):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
