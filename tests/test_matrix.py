@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import json
+
+import pytest
 
 from vitedge.cli.main import main
 from vitedge.errors import ExportError
