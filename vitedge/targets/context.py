@@ -36,6 +36,20 @@ class BuildContext:
         h, w = self.loaded.card.preprocess.input_size
         return torch.zeros(batch or self.export.static_batch or 1, 3, h, w)
 
+    def check_module_names(self, names: tuple[str, ...], flag: str) -> None:
+        """Every name must be a module of the model (for keep-float options that name PyTorch
+        modules, e.g. `blocks.5.mlp`); the first unknown one is a usage error with a did-you-mean."""
+        import difflib
+
+        from vitedge.errors import UsageError
+
+        known = {n for n, _ in self.loaded.module.named_modules() if n}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"{flag}: no module named {unknown[0]!r} in the model.{hint}")
+
     def place_onnx(self) -> Path:
         """Move the exported ONNX (and its external-data file, if any) into the bundle."""
         info = self.require_onnx()

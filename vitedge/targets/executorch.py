@@ -138,11 +138,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
     if ctx.calibration is None:
         raise ExportError("et-int8 needs calibration data (stage: quantise); pass --calib")
     module = ctx.loaded.module
-    names = dict(module.named_modules())
-    unknown = [n for n in o.keep_float if n not in names]
-    if unknown:
-        raise UsageError(f"--et-keep-float: no module named {unknown[0]!r} in the model; "
-                         f"module names look like {', '.join(list(names)[1:4])}")
+    ctx.check_module_names(o.keep_float, "--et-keep-float")
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=o.per_channel))
     if o.keep_float:
         # set_module_name(name, None) is not supported by this quantiser; a filter that refuses

@@ -152,17 +152,6 @@ def _make_input_contiguous(gm: Any, linear: Any) -> None:
     linear.replace_input_with(inp, copy)
 
 
-def _check_keep_float(module: Any, names: tuple[str, ...]) -> None:
-    known = {n for n, _ in module.named_modules() if n}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"inductor keep_float: no module named {unknown[0]!r} in the model.{hint}")
-
-
 def _quantize(ctx: BuildContext, ep: Any, x: Any, dynamic: Any) -> tuple[Any, dict[str, Any]]:
     """PT2E: annotate with the x86 Inductor quantiser, calibrate, convert; re-export the result."""
     import torch
@@ -172,7 +161,7 @@ def _quantize(ctx: BuildContext, ep: Any, x: Any, dynamic: Any) -> tuple[Any, di
     opts: InductorOptions = ctx.options
     if ctx.calibration is None:
         raise UsageError("inductor-int8 needs calibration data (--calib)")
-    _check_keep_float(ctx.loaded.module, opts.keep_float)
+    ctx.check_module_names(opts.keep_float, "--inductor-keep-float")
     try:
         with quiet():
             import torchao

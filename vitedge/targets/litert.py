@@ -186,17 +186,6 @@ def build_litert_fp16(ctx: BuildContext) -> Artifact:
     return _finish(ctx, "fp16", details, [])
 
 
-def _check_keep_float(module: Any, names: tuple[str, ...]) -> None:
-    known = {n for n, _ in module.named_modules() if n}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"litert keep_float: no module named {unknown[0]!r} in the model.{hint}")
-
-
 def _module_fqns(node: Any) -> list[str]:
     # torch.export's nn_module_stack: {key: (fully qualified name, type name)}, outermost first.
     return [v[0] for v in (node.meta.get("nn_module_stack") or {}).values()]
@@ -233,7 +222,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
     if ctx.calibration is None:
         raise UsageError("litert-int8 needs calibration data (--calib)")
     module = ctx.loaded.module.eval()
-    _check_keep_float(module, opts.keep_float)
+    ctx.check_module_names(opts.keep_float, "--litert-keep-float")
     x = ctx.example_input()
     t0 = time.perf_counter()
     try:
