@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitedge.card import ModelCard
-from vitedge.errors import InputError, UsageError
+from vitedge.errors import UsageError
 from vitedge.fsutil import atomic_file
+from vitedge.train.trainer import param_groups, resume_state
 
 METHODS = ("mae",)
 
@@ -258,18 +259,6 @@ class PretrainResult:
     seconds: float
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on norms, biases, position embeddings and tokens (the MAE/DeiT convention).
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or name.endswith((".bias", "pos_embed", "cls_token", "mask_token"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _lr_at(step: int, total: int, warmup: int, cfg: PretrainConfig) -> float:
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
@@ -350,20 +339,12 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(_param_groups(mae, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(param_groups(mae, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     out = Path(cfg.out)
     state_path = out.with_name(out.name + ".pretrain-state.pt")
     start_epoch, history, elapsed = 0, [], 0.0
     if cfg.resume:
-        if not state_path.exists():
-            raise InputError(f"{state_path}: no pretraining state to resume from (drop --resume)")
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved["config"] != _config_key(cfg):
-            raise UsageError(f"{state_path}: was written with different pretraining options; "
-                             "resume with the same options or drop --resume")
-        mae.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        start_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
+        start_epoch, history, elapsed = resume_state(state_path, _config_key(cfg), mae, opt, "pretraining")
         stderr_console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
 
     t0 = time.perf_counter()

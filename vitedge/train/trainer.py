@@ -78,13 +78,13 @@ class TrainResult:
     seconds: float
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on norms, biases, position embeddings and tokens (the DeiT convention).
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # No decay on norms, biases, position embeddings and tokens (the DeiT / MAE convention).
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name.endswith((".bias", "pos_embed", "cls_token", "dist_token"))
+        skip = p.ndim <= 1 or name.endswith((".bias", "pos_embed", "cls_token", "dist_token", "mask_token"))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -160,6 +160,21 @@ def _prepare_model(cfg: TrainConfig, classes: tuple[str, ...]) -> LoadedModel:
     return LoadedModel(module, card)
 
 
+def resume_state(state_path: Path, config_key: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                 what: str) -> tuple[int, list[Any], float]:
+    """Load a per-epoch resume state into `model` and `opt`: (next epoch, history, seconds so
+    far). Refused when it was written with other options (the run would not be the same run)."""
+    if not state_path.exists():
+        raise InputError(f"{state_path}: no {what} state to resume from (drop --resume)")
+    saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    if saved["config"] != config_key:
+        raise UsageError(f"{state_path}: was written with different {what} options; "
+                         "resume with the same options or drop --resume")
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    return saved["epoch"], saved["history"], saved["seconds"]
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     from rich.progress import TextColumn
 
@@ -178,20 +193,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     out = Path(cfg.out)
     state_path = out.with_name(out.name + ".train-state.pt")
     start_epoch, history, elapsed = 0, [], 0.0
     if cfg.resume:
-        if not state_path.exists():
-            raise InputError(f"{state_path}: no training state to resume from (drop --resume)")
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        if saved["config"] != _config_key(cfg):
-            raise UsageError(f"{state_path}: was written with different training options; "
-                             "resume with the same options or drop --resume")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        start_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
+        start_epoch, history, elapsed = resume_state(state_path, _config_key(cfg), model, opt, "training")
         stderr_console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs}")
 
     n_cls = len(train_set.classes)
