@@ -47,25 +47,33 @@ def calib(outlier_model):
     return load_calibration("synthetic", outlier_model[0].card.preprocess, 200)
 
 
-@pytest.mark.parametrize("target", ["ort-int8", "ov-int8"])
+# The mobile / Inductor INT8 targets quantise the module with PT2E and rank it on the module itself.
+# XNNPACK's and LiteRT's quantisers also quantise every residual add: with the four injected
+# layers (or all 20 weighted ones) in float this model still loses 0.2-0.6 pts on the 500-image
+# search set (1 image = 0.2 pts), so their budget here is 0.5 pts.
+BUDGET = {"ort-int8": 0.3, "ov-int8": 0.3, "et-int8": 0.5, "litert-int8": 0.5, "inductor-int8": 0.3}
+
+
+@pytest.mark.parametrize("target", list(BUDGET))
 def test_plain_int8_misses_and_the_fallback_recovers(tmp_path, outlier_model, calib, target):
     loaded, _ = outlier_model
+    pts = BUDGET[target]
     plain = export_target(loaded, ExportRequest(target=target, out=tmp_path / "plain", calibration=calib,
-                                                eval_n=1000, bench=FAST, tolerance={"max_accuracy_drop": 0.3}))
-    assert plain.to_dict()["accuracy"]["delta_pts"] < -0.3 and not plain.passed  # needs the fallback
+                                                eval_n=1000, bench=FAST, tolerance={"max_accuracy_drop": pts}))
+    assert plain.to_dict()["accuracy"]["delta_pts"] < -pts and not plain.passed  # needs the fallback
     aware = export_target(loaded, ExportRequest(
         target=target, out=tmp_path / "aware", calibration=calib, eval_n=1000, bench=FAST, fallback_n=500,
-        budget=Budget(max_drop=0.3), tolerance={"max_accuracy_drop": 0.3}))
+        budget=Budget(max_drop=pts), tolerance={"max_accuracy_drop": pts}))
     d = aware.to_dict()
     fb = d["fallback"]
-    assert aware.passed and d["accuracy"]["delta_pts"] >= -0.3  # on held-out test data, not the search set
-    assert fb["met"] and fb["before"]["drop_pts"] > 0.3 and fb["after"]["drop_pts"] <= 0.3
+    assert aware.passed and d["accuracy"]["delta_pts"] >= -pts  # on held-out test data, not the search set
+    assert fb["met"] and fb["before"]["drop_pts"] > pts and fb["after"]["drop_pts"] <= pts
     assert 0 < fb["kept_count"] <= fb["total_layers"] // 4  # most layers stay INT8
     assert fb["latency_ms"]["final_p50"] > 0 and "cost_ratio" in fb["latency_ms"]
     assert len(fb["steps"]) <= 2 + 2 * fb["total_layers"].bit_length()  # bisection, not a scan
     md = (tmp_path / "aware" / "report.md").read_text()
     assert "Accuracy-aware fallback" in md and fb["kept_high_precision"][0]["label"] in md
-    if target == "ort-int8":
+    if target != "ov-int8":  # ONNX node and PyTorch module names map to the same modules
         assert {k["module"] for k in fb["kept_high_precision"]} <= INJECTED_ORT
 
 

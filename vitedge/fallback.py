@@ -186,7 +186,9 @@ def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search_se
 
     stderr_console.print(f"fallback: {target.name} misses the budget ({budget.describe()}): accuracy drop "
                          f"{initial['drop_pts']:.2f} pts, cosine {initial['cosine_mean']:.5f}; ranking layers")
-    diag = target.diagnose(ctx.require_onnx().path, ctx.bundle_dir / artifact.main_file, search_x[:16], ctx.work_dir)
+    # The ranking reads the float reference the target quantised: its ONNX export, or the module.
+    reference = ctx.loaded.module if target.source == "module" else ctx.require_onnx().path
+    diag = target.diagnose(reference, ctx.bundle_dir / artifact.main_file, search_x[:16], ctx.work_dir)
     rows = diag.ranking()
     filled = new_result(budget, search_desc, rows)
     result.total_layers, result.ranking = filled.total_layers, filled.ranking

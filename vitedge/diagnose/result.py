@@ -45,7 +45,7 @@ class LayerRow:
 
     @property
     def label(self) -> str:
-        return f"{self.module} [{self.node}]" if self.module else self.node
+        return f"{self.module} [{self.node}]" if self.module and self.module != self.node else self.node
 
 
 @dataclass

@@ -2,13 +2,16 @@
 ranking layers in the accuracy-aware fallback).
 
 Each target names the reader that fits its artifact (`Target.diagnose`): Q/DQ ONNX, another
-ONNX graph (FP16, fp32), or an OpenVINO IR. All take (fp32_onnx, artifact_file, x, work_dir).
+ONNX graph (FP16, fp32), an OpenVINO IR, or (for targets that quantise the PyTorch module,
+`source="module"`) the module itself. All take (reference, artifact_file, x, work_dir): the
+reference is the fp32 ONNX export, or the nn.Module for module-sourced targets.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +41,14 @@ def diagnose_onnx_graph(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, wor
     from vitedge.diagnose.onnx_layers import diagnose_onnx
 
     return diagnose_onnx(onnx.load(str(fp32_onnx)), onnx.load(str(artifact_file)), x, artifact_file.name)
+
+
+def diagnose_pt2e(module: Any, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
+    """An artifact quantised from the module by a PT2E quantiser (.pte, .tflite, .pt2): each
+    weighted module ranked alone under the quantisers' shared INT8 scheme."""
+    from vitedge.diagnose.module_layers import diagnose_module
+
+    return diagnose_module(module, artifact_file, x, work)
 
 
 def diagnose_ov(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
@@ -85,9 +96,12 @@ def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: i
         static = manifest.data.get("input", {}).get("shape", ["batch"])[0]
         opset = (manifest.data.get("export") or {}).get("opset", ExportConfig.opset)
         cfg = ExportConfig(opset=opset, static_batch=static if isinstance(static, int) else None)
-        export_onnx(loaded.module, loaded.card, work / "model.onnx", cfg)
         if isinstance(static, int):
             x = x[: (len(x) // static) * static] if len(x) >= static else np.resize(x, (static, *x.shape[1:]))
-        diag = target.diagnose(work / "model.onnx", manifest.main_file, x, work)
+        if target.source == "module":  # quantised from the module itself: rank on the module
+            diag = target.diagnose(loaded.module, manifest.main_file, x, work)
+        else:
+            export_onnx(loaded.module, loaded.card, work / "model.onnx", cfg)
+            diag = target.diagnose(work / "model.onnx", manifest.main_file, x, work)
         diag.artifact = f"{target.name}: {manifest.main_file.name}"
         return diag

@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from vitedge.diagnose.run import diagnose_pt2e
 from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
@@ -322,5 +323,5 @@ register_target(Target(
     description="ExecuTorch .pte, XNNPACK delegate, fp32 (Android/iOS/Linux boards; verified here)"))
 register_target(Target(
     name="et-int8", precision="int8", build=build_et_int8, needs_calibration=True,
-    fallback_option="keep_float", **_ET,
+    fallback_option="keep_float", diagnose=diagnose_pt2e, **_ET,
     description="ExecuTorch .pte, XNNPACK delegate, int8 static PT2E quantisation (per-channel weights)"))

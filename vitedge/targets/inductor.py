@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vitedge import interrupts
+from vitedge.diagnose.run import diagnose_pt2e
 from vitedge.errors import ExportError, Interrupted, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
@@ -296,8 +297,7 @@ register_target(Target(
     name="inductor-int8", precision="int8", build=build_inductor_int8, requires=("torch", "torchao"),
     # Not in auto-cpu nor the default matrix yet: at the built-ins' 64 px it is slower than the
     # fp32 ONNX Runtime artifact (measured: vit-tiny 1.59 vs 1.03 ms p50) and its AOTInductor
-    # compile costs 30-170 s on 2 cores; `--targets inductor-int8` runs it. No fallback ranking
-    # yet (diagnose reads ONNX graphs), so keep_float is set by hand.
-    needs_calibration=True, fallback_option="keep_float", in_matrix=False, **_COMMON,  # type: ignore[arg-type]
+    # compile costs 30-170 s on 2 cores; `--targets inductor-int8` runs it.
+    needs_calibration=True, fallback_option="keep_float", diagnose=diagnose_pt2e, in_matrix=False, **_COMMON,  # type: ignore[arg-type]
     description="PT2E static int8 (torchao X86InductorQuantizer), AOTInductor .pt2 with frozen, "
                 "prepacked oneDNN int8 kernels"))

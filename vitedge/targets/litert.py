@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vitedge import interrupts
+from vitedge.diagnose.run import diagnose_pt2e
 from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
@@ -289,5 +290,5 @@ register_target(Target(
 register_target(Target(
     name="litert-int8", precision="int8", build=build_litert_int8,
     description="LiteRT full-int8 .tflite: litert-torch PT2E static quantisation, per-channel weights",
-    needs_calibration=True, fallback_option="keep_float",
+    needs_calibration=True, fallback_option="keep_float", diagnose=diagnose_pt2e,
     **_COMMON))  # type: ignore[arg-type]

@@ -56,7 +56,7 @@ class Target:
     needs_calibration: bool = False
     kit: bool = False  # the real runtime cannot run here: parity is predicted by a CPU stand-in
     fallback_option: str | None = None  # options field (node names) the accuracy-aware fallback extends
-    diagnose: Callable[..., Any] | None = None  # (fp32_onnx, artifact_file, x, work, qdq_reference) -> Diagnosis
+    diagnose: Callable[..., Any] | None = None  # (reference, artifact_file, x, work) -> Diagnosis; reference: fp32 ONNX path, or the module for source='module'
     auto: tuple[str, ...] = ()  # device classes whose auto-* target considers it ("x86", ...)
     in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
     preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
