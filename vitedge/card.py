@@ -34,6 +34,11 @@ class ModelCard:
         return len(self.classes)
 
     @property
+    def untrained(self) -> bool:
+        """Random-init weights: parity is judged without the arg-max gates (verify.tolerances)."""
+        return self.source == "random-init"
+
+    @property
     def family(self) -> str:
         """"vit" | "convnext" | "cnn" | "hybrid" | "unknown" (see vitedge.models.family).
 

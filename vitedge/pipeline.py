@@ -45,7 +45,7 @@ from vitedge.sysinfo import system_info
 from vitedge.targets.context import BuildContext
 from vitedge.targets.registry import Artifact, Target, get_target
 from vitedge.verify.parity import ParityResult, compare
-from vitedge.verify.tolerances import tolerance_for
+from vitedge.verify.tolerances import UNTRAINED_NOTE, tolerance_for
 
 REFERENCE_FILE = "reference.npz"
 N_REFERENCE = 4  # per input set, shipped in the bundle for on-device re-verification
@@ -177,7 +177,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
     threads = request.threads or default_threads()
     t0 = time.perf_counter()
     card = loaded.card
-    tolerance = tolerance_for(target.precision, **request.tolerance)
+    tolerance = tolerance_for(target.precision, untrained=card.untrained, **request.tolerance)
     spec, inputs, search = inputs_stage(loaded, request, shared)
 
     with atomic_dir(request.out, force=request.force) as bundle, \
@@ -211,6 +211,8 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             calibration=request.calibration.provenance() if request.calibration and target.needs_calibration else None,
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
         )
+        if card.untrained:
+            report.notes.append(UNTRAINED_NOTE)
         if artifact.predicted_by:
             report.notes.append(f"latency is of the CPU stand-in ({artifact.predicted_by}), not of the target runtime")
         write_stage(bundle, report, inputs, ref_cache, art_out, request, target)

@@ -76,17 +76,17 @@ def render_markdown(d: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for c in p["checks"]:
-        op = "<=" if c["metric"] in ("max_abs", "accuracy_drop") else ">="
+        op = "<=" if c["metric"] in ("max_abs", "accuracy_drop", "err_spread") else ">="
         lines.append(f"| {c['metric']} | {_f(c['value'], '.6g')} | {op} {c['limit']:g} | "
                      f"{'ok' if c['passed'] else '**FAILED**'} |")
     lines += ["", "| output / inputs | max abs | mean abs | median abs | max rel | cosine min | "
-              "cosine mean | top-1 agr. | top-5 agr. | NaN/Inf | n |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "cosine mean | SQNR dB | top-1 agr. | top-5 agr. | NaN/Inf | n |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for out, sets in p["outputs"].items():
         for name, s in sets.items():
             lines.append(
                 f"| {out} / {name} | {_f(s['max_abs'], '.3g')} | {_f(s['mean_abs'], '.3g')} | "
                 f"{_f(s['median_abs'], '.3g')} | {_f(s['max_rel'], '.3g')} | {_f(s['cosine_min'], '.6f')} | "
-                f"{_f(s['cosine_mean'], '.6f')} | {s['top1_agreement']:.2%} | {s['top5_agreement']:.2%} | "
+                f"{_f(s['cosine_mean'], '.6f')} | {_f(s.get('sqnr_db'), '.1f')} | {s['top1_agreement']:.2%} | {s['top5_agreement']:.2%} | "
                 f"{s['nan']}/{s['inf']} | {s['samples']} |")
     if acc.get("n"):
         lines += ["", f"Accuracy on {acc['data']}: reference {acc['reference']:.2%}, artifact "

@@ -32,6 +32,7 @@ from vitedge.cli.common import (
 )
 from vitedge.cli.main import app
 from vitedge.export.config import ExportConfig
+from vitedge.progress import stderr_console
 from vitedge.request import BenchConfig, ExportRequest
 from vitedge.targets.catalog import DEFAULT_TARGET
 
@@ -90,8 +91,10 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
     table.add_column("value", justify="right")
     table.add_column("limit", justify="right")
     limits = {c["metric"]: c for c in p["checks"]}
-    for metric in ("max_abs", "cosine_min", "cosine_mean", "top1_agreement"):
+    for metric in ("max_abs", "cosine_min", "cosine_mean", "sqnr_db", "err_spread", "top1_agreement"):
         c = limits.get(metric)
+        if c is None and metric in ("sqnr_db", "err_spread"):
+            continue  # shown where gated (untrained models); always in report.json
         table.add_row(metric, f"{p[metric]:.6g}", f"{c['limit']:g}" + ("" if c["passed"] else " [red]x[/]") if c else "-")
     if acc.get("n"):
         c = limits.get("accuracy_drop")
@@ -124,30 +127,42 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[red]parity failed:[/] {c.describe()}")
 
 
+def default_calibration(card) -> str | None:  # type: ignore[no-untyped-def]
+    """The calibration source when --calib is not given: synthetic images for models trained on
+    them, and for untrained (random-init) weights, which no data set represents better; for any
+    other model there is no honest default."""
+    from vitedge.calib import synthetic
+
+    if card.classes == synthetic.CLASSES:
+        return "synthetic"
+    if card.untrained:
+        stderr_console.print("calibration: untrained weights, calibrating on synthetic images (--calib to change)")
+        return "synthetic"
+    return None
+
+
 def calibration_for(target, card, calib: str | None, num_calib: int, seed: int):  # type: ignore[no-untyped-def]
     """Load the calibration set a target needs, before any export work starts."""
-    from vitedge.calib import synthetic
     from vitedge.calib.source import load_calibration
     from vitedge.errors import UsageError
 
     if not target.needs_calibration:
         return None
+    calib = calib or default_calibration(card)
     if calib is None:
-        if card.classes != synthetic.CLASSES:
-            raise UsageError(f"target {target.name} needs calibration data: pass --calib DIR or "
-                             "--calib FILE.npy with images like the ones the model will see")
-        calib = "synthetic"
+        raise UsageError(f"target {target.name} needs calibration data: pass --calib DIR or "
+                         "--calib FILE.npy with images like the ones the model will see")
     return load_calibration(calib, card.preprocess, num_calib, seed)
 
 
 def auto_calibration(card, calib: str | None, num_calib: int, seed: int):  # type: ignore[no-untyped-def]
-    """auto-cpu: calibrate INT8 candidates when data is given or the model was trained on shapes10."""
-    from vitedge.calib import synthetic
+    """auto-cpu: calibrate INT8 candidates when data is given or there is an honest default."""
     from vitedge.calib.source import load_calibration
 
-    if calib is None and card.classes != synthetic.CLASSES:
+    calib = calib or default_calibration(card)
+    if calib is None:
         return None  # INT8 candidates are skipped (and say why)
-    return load_calibration(calib or "synthetic", card.preprocess, num_calib, seed)
+    return load_calibration(calib, card.preprocess, num_calib, seed)
 
 
 def print_auto(result) -> None:  # type: ignore[no-untyped-def]

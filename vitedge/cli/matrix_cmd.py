@@ -100,9 +100,10 @@ def matrix_command(
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
     calibration = None
     if any(get_target(t).needs_calibration for t in names):
-        from vitedge.calib import synthetic
+        from vitedge.cli.export_cmd import default_calibration
 
-        if calib is not None or loaded.card.classes == synthetic.CLASSES:
+        calib = calib or default_calibration(loaded.card)
+        if calib is not None:  # else: those cells say what to pass
             calibration = calibration_for(next(get_target(t) for t in names if get_target(t).needs_calibration),
                                           loaded.card, calib, num_calib, seed)
     n_threads = threads or default_threads()

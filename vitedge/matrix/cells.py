@@ -56,7 +56,8 @@ def _cell_from_report(report: ExportReport, bundle: Path, out: Path) -> dict[str
         "runtime": report.artifact.runtime,
         "size_mb": report.artifact_bytes / 1e6,
         "accuracy": d["accuracy"],
-        "parity": {k: d["parity"][k] for k in ("max_abs", "cosine_min", "cosine_mean", "top1_agreement")},
+        "parity": {k: d["parity"][k] for k in ("max_abs", "cosine_min", "cosine_mean", "sqnr_db", "err_spread",
+                                               "top1_agreement")},
         "failures": [c.describe() for c in report.parity.failures()],
         # The cell's own timing (artifact vs reference in the same cell run); a CPU stand-in's
         # latency says nothing about TensorRT, so predicted cells carry none.
@@ -76,6 +77,8 @@ def run_cell(loaded: LoadedModel, request: ExportRequest, out: Path, shared: Sha
     cell: dict[str, Any] = {
         "format": CELL_FORMAT, "format_version": 1, "vitedge_version": __version__,
         "model": loaded.card.arch, "model_source": loaded.card.source, "target": request.target,
+        "model_family": loaded.card.family, "input_size": list(loaded.card.preprocess.input_size),
+        "model_params": sum(p.numel() for p in loaded.module.parameters()),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "system": system_info(),
         "threads": request.threads or default_threads(),
     }

@@ -261,7 +261,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
                           f"coremltools {ct.__version__} supports torch's ops for this model") from e
     stage = "stand-in"
     standin, standin_facts = _standin(ctx, precision)
-    kit_files = _write_kit(ctx, precision, batch, tolerance_for(precision))
+    kit_files = _write_kit(ctx, precision, batch, tolerance_for(precision, untrained=ctx.loaded.card.untrained))
     files = ctx.files_of(ctx.bundle_dir / PACKAGE)
     details: dict[str, Any] = {
         "coremltools": ct.__version__,

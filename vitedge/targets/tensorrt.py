@@ -130,7 +130,7 @@ def _write_kit(ctx: BuildContext, onnx_file: str, cfg: BuildConfig, precision: s
     kit_src = resources.files("vitedge.trt_kit")
     for name in KIT_FILES:
         (ctx.bundle_dir / name).write_text((kit_src / name).read_text())
-    tol = tolerance_for(precision)
+    tol = tolerance_for(precision, untrained=ctx.loaded.card.untrained)
     kit = {
         "onnx": onnx_file, "precision": precision, "input_name": "input", "output_name": "logits",
         "build": {**asdict(cfg), "input_shape": list(cfg.input_shape)},

@@ -33,10 +33,16 @@ class OutputStats:
     nan: int
     inf: int
     samples: int
+    # Signal-to-noise of the class scores: each sample's logits centred on their own mean first,
+    # so a common offset (large, and the same for every class) neither counts as signal nor
+    # hides the error. The gate for untrained models, whose logits are nearly flat.
+    sqnr_db: float = float("inf")
+    err_spread: float = 0.0  # max |error| of the centred logits / mean per-sample logit range of the reference
 
 
 _HIGHER_IS_WORSE = {"max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel",
-                    "nan", "inf"}
+                    "nan", "inf", "err_spread"}
+_LIMIT_IS_MAX = {"max_abs", "accuracy_drop", "err_spread"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Check:
     passed: bool
 
     def describe(self) -> str:
-        op = "<=" if self.metric in ("max_abs", "accuracy_drop") else ">="
+        op = "<=" if self.metric in _LIMIT_IS_MAX else ">="
         verdict = "ok" if self.passed else "FAILED"
         return f"{self.metric} {self.value:.6g} (limit {op} {self.limit:g}): {verdict}"
 
@@ -80,6 +86,8 @@ class ParityResult:
             "cosine_mean": self.worst("cosine_mean"),
             "top1_agreement": self.worst("top1_agreement"),
             "top5_agreement": self.worst("top5_agreement"),
+            "sqnr_db": self.worst("sqnr_db"),
+            "err_spread": self.worst("err_spread"),
             "nan": self.worst("nan"),
             "inf": self.worst("inf"),
             "tolerance": self.tolerance.to_dict(),
@@ -107,12 +115,17 @@ def output_stats(ref: np.ndarray, art: np.ndarray) -> OutputStats:
         bad_rows = ~np.isfinite(a).all(axis=1)
         cos = np.where(bad_rows, -1.0, cos)
     top1 = (r.argmax(1) == a_f.argmax(1)).mean()
+    rc, ac = r - r.mean(1, keepdims=True), a_f - a_f.mean(1, keepdims=True)
+    noise = float(((rc - ac) ** 2).sum())
+    sqnr = float("inf") if noise == 0 else float(10 * np.log10(max(float((rc**2).sum()), 1e-300) / noise))
+    spread = float((r.max(1) - r.min(1)).mean()) if r.shape[1] > 1 else float(np.abs(r).mean())
     top5 = topk_correct(a_f, r.argmax(1), 5).mean()  # reference top-1 among artifact top-5
     return OutputStats(
         max_abs=float(diff.max()), mean_abs=float(diff.mean()), median_abs=float(np.median(diff)),
         max_rel=float(rel.max()), mean_rel=float(rel.mean()), median_rel=float(np.median(rel)),
         cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
         top1_agreement=float(top1), top5_agreement=float(top5), nan=nan, inf=inf, samples=len(r),
+        sqnr_db=sqnr, err_spread=float(np.abs(rc - ac).max()) / max(spread, 1e-30),
     )
 
 
@@ -155,6 +168,12 @@ def compare(
     if tolerance.cosine_mean is not None:
         v = result.worst("cosine_mean")
         checks.append(Check("cosine_mean", v, tolerance.cosine_mean, v >= tolerance.cosine_mean))
+    if tolerance.sqnr_db is not None:
+        v = result.worst("sqnr_db")
+        checks.append(Check("sqnr_db", v, tolerance.sqnr_db, v >= tolerance.sqnr_db))
+    if tolerance.max_err_spread is not None:
+        v = result.worst("err_spread")
+        checks.append(Check("err_spread", v, tolerance.max_err_spread, v <= tolerance.max_err_spread))
     if tolerance.top1_agreement is not None:
         v = result.worst("top1_agreement")
         checks.append(Check("top1_agreement", v, tolerance.top1_agreement, v >= tolerance.top1_agreement))

@@ -1,0 +1,281 @@
+"""The timm zoo: many architectures x every x86 CPU target and the TensorRT kits -> docs/zoo.md.
+
+    python benchmarks/zoo.py                          # every arch below, every CPU target + TRT kits
+    python benchmarks/zoo.py --archs resnet18,convnext_atto --targets onnx-fp32,ort-int8
+    python benchmarks/zoo.py --render-only            # re-write docs/zoo.md from the stored cells
+
+Each architecture runs as `vitedge matrix timm:ARCH --random-init --img-size S ...` in its own
+process (a crash, a hang or an out-of-memory in one architecture cannot take the others with it;
+a timeout keeps the cells already written and marks the rest "not run (timeout)"). Random init:
+no weights are reachable here, and none are needed to prove that an architecture exports,
+quantises and matches PyTorch. Untrained models are judged on cosine, SQNR of the centred logits
+and max error / logit spread (see vitedge.verify.tolerances), not on top-1 agreement.
+
+Most rows run at a small input (64 px, 56 for patch-14 models) to keep the zoo inside ~1.5 h on
+2 cores; a few run at their native size so the attention windows / position tables are exercised
+as trained, and one ViT runs at a size it was not trained for (position embeddings resampled by
+timm). Latencies are p50 at batch 1 on this machine at that size, measured inside each
+architecture's matrix run: compare within a row, not across rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Arch:
+    family: str  # the family as the issue names it (not vitedge's detected family)
+    name: str  # timm model name
+    size: int  # input size used here
+    why: str = ""  # what this row exercises
+
+
+ARCHS: tuple[Arch, ...] = (
+    Arch("ViT", "vit_tiny_patch16_224", 224, "native size"),
+    Arch("ViT", "vit_tiny_patch16_224", 288, "224-trained at 288: position embeddings resampled"),
+    Arch("ViT + registers", "vit_small_patch14_reg4_dinov2", 56, "4 register tokens"),
+    Arch("DeiT", "deit_tiny_patch16_224", 64),
+    Arch("DeiT distilled", "deit_tiny_distilled_patch16_224", 64, "two heads, averaged in eval"),
+    Arch("DeiT-III", "deit3_small_patch16_224", 64, "LayerScale"),
+    Arch("DINOv2", "vit_small_patch14_dinov2", 56),
+    Arch("EVA02", "eva02_tiny_patch14_224", 56, "RoPE, SwiGLU"),
+    Arch("BEiT", "beit_base_patch16_224", 64, "relative position bias"),
+    Arch("CaiT", "cait_xxs24_224", 64, "class-attention layers, LayerScale"),
+    Arch("Swin", "swin_tiny_patch4_window7_224", 224, "native size: shifted 7x7 windows"),
+    Arch("SwinV2", "swinv2_tiny_window8_256", 64, "cosine attention (ReduceL2), log-CPB"),
+    Arch("ConvNeXt", "convnext_atto", 64),
+    Arch("ConvNeXt-V2", "convnextv2_atto", 64, "GRN (ReduceL2)"),
+    Arch("FastViT", "fastvit_t8", 64, "RepMixer"),
+    Arch("EfficientFormer", "efficientformer_l1", 224, "attention bias built for the 224 grid"),
+    Arch("EfficientViT", "efficientvit_m0", 64, "cascaded group attention (MSRA)"),
+    Arch("MobileViT", "mobilevit_xxs", 64),
+    Arch("LeViT", "levit_128s", 64),
+    Arch("XCiT", "xcit_nano_12_p16_224", 64, "cross-covariance attention (F.normalize)"),
+    Arch("PVTv2", "pvt_v2_b0", 64, "spatial-reduction attention"),
+    Arch("MLP-Mixer", "mixer_s16_224", 64, "no family recipe: the generic one"),
+    Arch("ResNet (CNN baseline)", "resnet18", 64),
+    Arch("ResNet (CNN baseline)", "resnet50", 64),
+)
+
+
+def default_targets() -> list[str]:
+    """Every target that runs on an x86 CPU here, plus the TensorRT kits (no mobile targets:
+    they have their own README section), from the registry, not a list kept here."""
+    from vitedge.targets.registry import all_targets
+
+    cpu_runtimes = {"onnxruntime", "openvino", "torchao", "aoti"}
+    return [t.name for t in all_targets() if not t.name.startswith("auto")
+            and ((t.runtime in cpu_runtimes and not t.kit) or t.name.startswith("trt-")) and not t.missing()]
+
+
+def key(a: Arch) -> str:
+    return f"{a.name}@{a.size}"
+
+
+def run_arch(a: Arch, targets: list[str], out: Path, timeout: float, threads: int) -> dict:
+    d = out / key(a)
+    cmd = [sys.executable, "-m", "vitedge", "matrix", f"timm:{a.name}", "--random-init", "--img-size", str(a.size),
+           "--targets", ",".join(targets), "--out", str(d), "--eval-n", "64", "--num-calib", "64",
+           "--bench-budget", "1", "--threads", str(threads), "--seed", "0"]
+    t0 = time.perf_counter()
+    log = out / f"{key(a)}.log"
+    with open(log, "w") as f:
+        try:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout,
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            code: int | str = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    secs = time.perf_counter() - t0
+    (d).mkdir(parents=True, exist_ok=True)
+    (d / "zoo-run.json").write_text(json.dumps({"cmd": cmd, "exit": code, "seconds": round(secs, 1),
+                                                "targets": targets}, indent=2) + "\n")
+    return {"exit": code, "seconds": secs}
+
+
+# -- classification and rendering -------------------------------------------------------------------
+
+# Known upstream causes, matched on the one-line error (links are to the upstream trackers).
+UPSTREAM = (
+    ("Cannot view a tensor", "torch.export / dynamo: `scaled_dot_product_attention` with an additive mask "
+     "followed by transpose+reshape", "https://github.com/pytorch/pytorch/issues/141107"),
+)
+
+
+def status_of(cell: dict | None, run: dict) -> tuple[str, str]:
+    """(status, one-line reason) of one arch x target cell."""
+    if cell is None:
+        if run.get("exit") == "timeout":
+            return "not run", "timeout (the architecture's matrix run hit --timeout)"
+        return "not run", f"matrix process exited {run.get('exit')} before this target (see the arch's log)"
+    st = cell.get("status", "")
+    if st in ("passed", "kit only, predicted"):
+        return "passed", ""
+    if st in ("failed", "kit only, predicted: failed"):
+        return "failed parity", "; ".join(cell.get("failures") or [])[:160]
+    err = cell.get("error") or st
+    low = err.lower()
+    kind = "export failed" if ("onnx export" in low or "torch.export" in low or "export stage" in low
+                               or "stage: export" in low) else "build failed"
+    return kind, err[:200]
+
+
+def load_results(out: Path, archs: tuple[Arch, ...], targets: list[str]) -> list[dict]:
+    rows = []
+    for a in archs:
+        d = out / key(a)
+        run = json.loads((d / "zoo-run.json").read_text()) if (d / "zoo-run.json").exists() else {"exit": "not run"}
+        cells = {}
+        for f in sorted((d / "cells").glob("*.json")) if (d / "cells").is_dir() else []:
+            c = json.loads(f.read_text())
+            cells[c["target"]] = c
+        rows.append({"arch": a, "run": run, "cells": cells,
+                     "targets": run.get("targets") or targets})
+    return rows
+
+
+def _fmt_cell(cell: dict | None, status: str) -> str:
+    if status == "passed":
+        par = (cell or {}).get("parity") or {}
+        lat = (cell or {}).get("latency_ms") or {}
+        sq = par.get("sqnr_db")
+        sq_s = "exact" if sq is None or sq == float("inf") or sq > 99 else f"{sq:.0f} dB"
+        kit = " kit" if (cell or {}).get("predicted_by") else ""
+        p50 = f", {lat['p50']:.2f} ms" if lat.get("p50") else ""
+        return f"ok{kit} ({sq_s}{p50})"
+    return {"failed parity": "**parity**", "export failed": "**export**", "build failed": "**build**",
+            "not run": "not run"}[status]
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    got = []
+    for pkg in ("vitedge", "torch", "timm", "onnxruntime", "openvino", "nncf", "torchao", "onnx"):
+        try:
+            got.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(got)
+
+
+def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) -> str:
+    from vitedge.sysinfo import system_info
+
+    rows = load_results(out, archs, targets)
+    sysinfo = next((c.get("system") for r in rows for c in r["cells"].values() if c.get("system")), None) \
+        or system_info()
+    counts: dict[str, dict[str, int]] = {t: {} for t in targets}
+    failures = []
+    grid = []
+    for r in rows:
+        a: Arch = r["arch"]
+        line = [f"{a.family}", f"`{a.name}`", str(a.size)]
+        for t in targets:
+            cell = r["cells"].get(t)
+            st, reason = status_of(cell, r["run"])
+            counts[t][st] = counts[t].get(st, 0) + 1
+            line.append(_fmt_cell(cell, st))
+            if st != "passed":
+                up = next(((desc, url) for needle, desc, url in UPSTREAM if needle in reason), None)
+                failures.append((a, t, st, reason, up, cell))
+        grid.append(line)
+
+    versions = _versions()
+    lines = [
+        "# The timm zoo: which architectures vitedge takes to which target",
+        "",
+        f"Generated by `python benchmarks/zoo.py` on {date.today().isoformat()} "
+        f"(`--render-only` re-renders from `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`).",
+        f"CPU: {sysinfo.get('cpu')}; flags: {', '.join(sysinfo.get('cpu_flags', []))}; "
+        f"{sysinfo.get('cores_available')} cores. {versions}.",
+        "",
+        "Every row is a timm architecture with **random weights** (`--random-init`: nothing is downloaded), "
+        "exported by `vitedge matrix timm:ARCH --random-init --img-size S` to every x86 CPU target and the "
+        "TensorRT kits (the kits' parity is predicted on CPU by ONNX Runtime on the exact ONNX the engine "
+        "would be built from; no engine was built here). Untrained models are judged on cosine, SQNR of the "
+        "centred logits and max error / logit spread (top-1 agreement flips on tiny errors when logits are "
+        "nearly flat; it is still in each bundle's report). Cells: `ok (SQNR, p50 at batch 1)`, "
+        "`exact` = SQNR above 99 dB; **parity** = built but outside the gate; **export** / **build** = the "
+        "ONNX export / the target's build failed (reasons below). Latencies are at the row's input size, "
+        "2 threads, measured in that row's run: compare within a row.",
+        "",
+        "## Summary: architectures passing per target",
+        "",
+        "| target | passed | failed parity | export failed | build failed | not run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        c = counts[t]
+        lines.append(f"| {t} | {c.get('passed', 0)}/{len(rows)} | {c.get('failed parity', 0)} | "
+                     f"{c.get('export failed', 0)} | {c.get('build failed', 0)} | {c.get('not run', 0)} |")
+    lines += ["", "## Architecture x target", "",
+              "| family | timm model | px | " + " | ".join(targets) + " |",
+              "|---|---|---|" + "---|" * len(targets)]
+    lines += ["| " + " | ".join(line) + " |" for line in grid]
+    lines += ["", "## Rows and what they exercise", "", "| timm model | px | params (M) | exercises | "
+              "detected family | matrix wall time |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        a = r["arch"]
+        fam = next((c.get("model_family") for c in r["cells"].values() if c.get("model_family")), None)
+        params = next((c.get("model_params") for c in r["cells"].values() if c.get("model_params")), None)
+        secs = r["run"].get("seconds")
+        lines.append(f"| `{a.name}` | {a.size} | {f'{params / 1e6:.1f}' if params else '-'} | {a.why or '-'} | "
+                     f"{fam or '-'} | {f'{secs / 60:.1f} min' if secs else '-'} |")
+    lines += ["", "## Failures and their reasons", ""]
+    if not failures:
+        lines.append("None.")
+    else:
+        lines += ["| timm model | target | status | reason | upstream |", "|---|---|---|---|---|"]
+        for a, t, st, reason, up, _cell in failures:
+            upstream = f"[{up[0]}]({up[1]})" if up else "-"
+            lines.append(f"| `{a.name}`@{a.size} | {t} | {st} | {reason.replace('|', '/')} | {upstream} |")
+    text = "\n".join(lines) + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", help="comma-separated timm names (default: the list in this file)")
+    ap.add_argument("--targets", help="comma-separated targets (default: every x86 CPU target + TRT kits)")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo", help="matrix runs (cells) go here")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "zoo.md")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per architecture")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--render-only", action="store_true", help="only re-write the doc from --out")
+    ap.add_argument("--skip-done", action="store_true", help="skip architectures that already have a run")
+    args = ap.parse_args()
+    archs = ARCHS
+    if args.archs:
+        wanted = args.archs.split(",")
+        archs = tuple(a for a in ARCHS if a.name in wanted or key(a) in wanted) or tuple(
+            Arch("-", n.split("@")[0], int(n.split("@")[1]) if "@" in n else 64) for n in wanted)
+    targets = args.targets.split(",") if args.targets else default_targets()
+    if not args.render_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for i, a in enumerate(archs, 1):
+            if args.skip_done and (args.out / key(a) / "zoo-run.json").exists():
+                continue
+            print(f"[{i}/{len(archs)}] {a.name} @ {a.size} px: {len(targets)} targets ...", flush=True)
+            res = run_arch(a, targets, args.out, args.timeout, args.threads)
+            print(f"    exit {res['exit']} in {res['seconds'] / 60:.1f} min", flush=True)
+    render(args.out, args.doc, archs, targets)
+    print(f"wrote {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
