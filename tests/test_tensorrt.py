@@ -105,12 +105,15 @@ def test_trt_int8_qdq_is_what_tensorrt_needs(vit, shared, tmp_path):
                 assert inits[n.input[1]].ndim == 1
     assert n_dq > 20
     # The attention core stays float: exactly the Q.K^T and attn.V MatMuls of every block (two
-    # per block) get no DequantizeLinear input, and they are the nodes the report lists as float.
+    # per block) get no DequantizeLinear input; with the classifier head (float in every INT8
+    # recipe) they are the nodes the report lists as float.
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
-    float_matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"
+    float_compute = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
                      and not any(producer.get(i) == "DequantizeLinear" for i in n.input)}
-    assert len(float_matmuls) == 2 * vit.card.config["depth"]
-    assert float_matmuls == set(report.artifact.details["float_nodes"])
+    head = set(report.artifact.details["float_head"])
+    assert len(head) == 1 and head <= float_compute
+    assert len(float_compute - head) == 2 * vit.card.config["depth"]
+    assert float_compute == set(report.artifact.details["float_nodes"])
 
 
 def test_cpu_int8_qdq_is_rejected_by_the_tensorrt_lint(vit, shared, tmp_path):

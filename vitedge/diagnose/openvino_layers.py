@@ -39,7 +39,11 @@ def _run(model: Any, x: np.ndarray, extra: list[Any]) -> tuple[np.ndarray, list[
         compiled = ov.Core().compile_model(m, "CPU", _CFG)
         res = compiled.create_infer_request().infer({m.inputs[0].get_any_name(): x})
         logits = np.array(res[compiled.outputs[0]])
-        values = [np.array(res[compiled.outputs[1 + i]]) for i in range(len(added))]
+        # Look each added output up by port: asking for a port that already is an output (the
+        # head MatMul of a model whose logits come straight from it) adds no new one.
+        ports = [(o.get_node().get_friendly_name(), o.get_index()) for o in m.outputs]
+        values = [np.array(res[compiled.outputs[ports.index((o.get_node().get_friendly_name(), o.get_index()))]])
+                  for o in added]
         del compiled, res
     return logits, values
 

@@ -238,3 +238,69 @@ def detect_family_onnx(model: Any) -> str:
 def detect_family(module: Any, input_size: tuple[int, int] = (224, 224)) -> str:
     """One of FAMILIES for `module` (an nn.Module taking (N, 3, H, W) at `input_size`)."""
     return probe(module, input_size).family
+
+
+# -- the classifier head ---------------------------------------------------------------------------
+# Every INT8 recipe keeps the classifier head (the last weighted op(s) before the logits) in float.
+# Its input is a pooled feature vector whose few large channels set a per-tensor scale that wipes
+# out the rest, and the head is < 1% of a classifier's compute. Measured on swin_tiny (random init,
+# 224 px) with ov-int8: logits SQNR 6.7 dB with the head quantised, 31.7 dB with it float. Two
+# heads (DeiT's distillation head) are both kept.
+
+HEAD_SEARCH_LIMIT = 64  # nodes walked back from the outputs before giving up (no head near the end)
+
+
+Node = tuple[str, bool, list[str], list[str]]  # (name, weighted op?, input tensors, output tensors)
+
+
+def head_nodes(nodes: list[Node], outputs: list[str]) -> list[str]:
+    """Names of the weighted nodes nearest to the graph outputs on every path back from them
+    (the ONNX and OpenVINO readers below describe their graphs as `Node`s)."""
+    producer = {out: n for n in nodes for out in n[3]}
+    found: list[str] = []
+    seen: set[str] = set()
+    stack = [producer[o] for o in outputs if o in producer]
+    while stack and len(seen) < HEAD_SEARCH_LIMIT:
+        n = stack.pop()
+        if n[0] in seen:
+            continue
+        seen.add(n[0])
+        if n[1]:
+            found.append(n[0])
+            continue
+        stack += [producer[i] for i in n[2] if i in producer]
+    return found
+
+
+def onnx_head_nodes(model: Any, op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[str]:
+    """The classifier head's node names in an ONNX graph: MatMul/Gemm/Conv with a constant weight."""
+    consts = {i.name for i in model.graph.initializer}
+    for n in model.graph.node:  # topological order: weight transforms (Transpose of an initializer) fold in
+        if n.op_type == "Constant" or (n.input and all(i in consts for i in n.input if i)):
+            consts.update(n.output)
+    nodes = [(n.name, n.op_type in op_types and any(i in consts for i in n.input[1:2]),
+              [i for i in n.input if i and i not in consts], list(n.output)) for n in model.graph.node]
+    return head_nodes(nodes, [o.name for o in model.graph.output])
+
+
+def openvino_head_nodes(model: Any) -> list[str]:
+    """The classifier head's friendly names in an ov.Model (MatMul/Convolution on a constant)."""
+    def weighted(op: Any) -> bool:
+        if op.get_type_name() not in ("MatMul", "Convolution"):
+            return False
+        src = op.input_value(1).get_node()
+        while src.get_type_name() in ("Convert", "Reshape", "Transpose", "Multiply", "Subtract"):
+            src = src.input_value(0).get_node()  # decompression subgraphs of stored weights
+        return src.get_type_name() == "Constant"
+
+    def port(out: Any) -> str:
+        return f"{out.get_node().get_friendly_name()}:{out.get_index()}"
+
+    nodes: list[Node] = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Parameter", "Result"):
+            continue
+        nodes.append((op.get_friendly_name(), weighted(op), [port(i.get_source_output()) for i in op.inputs()],
+                      [port(o) for o in op.outputs()]))
+    results = [port(r.input_value(0)) for r in model.get_results()]
+    return head_nodes(nodes, results)

@@ -25,6 +25,7 @@ import numpy as np
 from vitedge import interrupts
 from vitedge.calib.source import nncf_dataset
 from vitedge.errors import ExportError, UsageError
+from vitedge.models.family import openvino_head_nodes
 from vitedge.options import opt
 from vitedge.quiet import quiet
 from vitedge.runtimes import sigstack
@@ -54,6 +55,7 @@ class OvInt8Options(OvOptions):
     transformer: bool | None = opt(None, "NNCF transformer model type (default: from the model's family)")
     ignore: tuple[str, ...] = opt((), "OpenVINO friendly names kept in float (the accuracy fallback adds to it)")
     ignore_types: tuple[str, ...] = opt((), "OpenVINO op types kept in float")
+    quantize_head: bool = opt(False, "also quantise the classifier head (default float: see models.family)")
     accuracy_control: bool = opt(False, "use NNCF's quantize_with_accuracy_control (needs --max-drop)")
 
 
@@ -131,8 +133,9 @@ def nncf_quantize(model: Any, ctx: BuildContext, cfg: OvInt8Options) -> tuple[An
     if cfg.smooth_quant is not None:
         kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=cfg.smooth_quant))
-    if cfg.ignore or cfg.ignore_types:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignore), types=list(cfg.ignore_types))
+    head = [] if cfg.quantize_head else [n for n in openvino_head_nodes(model) if n not in cfg.ignore]
+    if cfg.ignore or cfg.ignore_types or head:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignore) + head, types=list(cfg.ignore_types))
     dataset = nncf_dataset(ctx.calibration, model.inputs[0].get_any_name())
     try:
         with quiet(), sigstack.preserved():  # NNCF compiles models internally; see runtimes.sigstack
@@ -148,6 +151,7 @@ def nncf_quantize(model: Any, ctx: BuildContext, cfg: OvInt8Options) -> tuple[An
         "model_type": "transformer" if transformer else "default",
         **{k: v for k, v in asdict(cfg).items() if k not in ("transformer", "accuracy_control")},
         "subset_size": kwargs["subset_size"],
+        "float_head": head,
         "int8_weight_ops": len(weights),
         "activation_quantizers": len(acts),
         "calibration": ctx.calibration.provenance(),
@@ -231,8 +235,9 @@ def nncf_accuracy_control(model: Any, ctx: BuildContext, cfg: OvInt8Options) -> 
                                   num_ranking_workers=1)}
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    if cfg.ignore:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignore))
+    head = [] if cfg.quantize_head else [n for n in openvino_head_nodes(model) if n not in cfg.ignore]
+    if cfg.ignore or head:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(cfg.ignore) + head)
     float_ops_before = set(float_ops(model))
     with quiet(), sigstack.preserved():  # NNCF compiles models internally; see runtimes.sigstack
         quantized = nncf.quantize_with_accuracy_control(

@@ -49,6 +49,7 @@ class OrtInt8Options:
     quantize_attention: bool = opt(False, "also quantise attention's Q.K^T and attn.V MatMuls")
     op_types: tuple[str, ...] = opt(("MatMul", "Gemm", "Conv"), "ONNX op types to quantise")
     exclude: tuple[str, ...] = opt((), "ONNX node names kept in float (ignored scope; the accuracy fallback adds to it)")
+    quantize_head: bool = opt(False, "also quantise the classifier head (default float: see models.family)")
 
     def __post_init__(self) -> None:
         if not 90.0 <= self.calib_percentile <= 100.0:
@@ -105,6 +106,7 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Options,
 
     from vitedge.calib.source import ort_calibration_reader
     from vitedge.export.metadata import set_metadata
+    from vitedge.models.family import onnx_head_nodes
     from vitedge.targets.ort_preprocess import pre_process
 
     pre = ctx.work_dir / PREPROCESSED
@@ -115,6 +117,8 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Options,
     if unknown:
         raise UsageError(f"--ignore names unknown ONNX node(s) {unknown[:3]}; see `vitedge diagnose` for names")
     excluded += list(cfg.exclude)
+    head = [] if cfg.quantize_head else [n for n in onnx_head_nodes(model) if n not in excluded]
+    excluded += head
     reader = ort_calibration_reader(ctx.calibration, model.graph.input[0].name)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[cfg.calib_method]
@@ -153,7 +157,7 @@ def quantize_qdq(src: Path, dst: Path, ctx: BuildContext, cfg: OrtInt8Options,
     onnx.save(qmodel, str(dst))
     return {"quantizer": "onnxruntime.quantization.quantize_static (QDQ)", **asdict(cfg),
             "quantize_outputs": recipe.quantize_outputs, "pre_process": pre_facts,
-            "float_nodes": sorted(excluded), "quantized_nodes": len(quantized),
+            "float_nodes": sorted(excluded), "float_head": head, "quantized_nodes": len(quantized),
             "calibration": ctx.calibration.provenance()}
 
 
