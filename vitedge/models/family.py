@@ -304,3 +304,18 @@ def openvino_head_nodes(model: Any) -> list[str]:
                       [port(o) for o in op.outputs()]))
     results = [port(r.input_value(0)) for r in model.get_results()]
     return head_nodes(nodes, results)
+
+
+def module_head_names(module: Any) -> list[str]:
+    """The classifier head's module names in a PyTorch model: timm's `get_classifier()` (a tuple
+    for DeiT's two heads), else the last weighted module registered (vitedge's built-ins: `head`)."""
+    names = {id(m): n for n, m in module.named_modules() if n}
+    get = getattr(module, "get_classifier", None)
+    if callable(get):
+        found = get()
+        heads = found if isinstance(found, (tuple, list)) else (found,)
+        named = [names[id(h)] for h in heads if id(h) in names and any(p.ndim >= 2 for p in h.parameters())]
+        if named:
+            return named
+    weighted = [n for n, m in module.named_modules() if n and any(p.ndim >= 2 for p in m.parameters(recurse=False))]
+    return weighted[-1:]

@@ -50,6 +50,14 @@ class BuildContext:
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise UsageError(f"{flag}: no module named {unknown[0]!r} in the model.{hint}")
 
+    def float_modules(self, keep: tuple[str, ...], quantize_head: bool) -> tuple[str, ...]:
+        """Module names an INT8 build leaves float: `keep` plus the classifier head, which every
+        INT8 recipe keeps float unless asked (why: vitedge.models.family)."""
+        from vitedge.models.family import module_head_names
+
+        head = () if quantize_head else tuple(n for n in module_head_names(self.loaded.module) if n not in keep)
+        return tuple(keep) + head
+
     def place_onnx(self) -> Path:
         """Move the exported ONNX (and its external-data file, if any) into the bundle."""
         info = self.require_onnx()

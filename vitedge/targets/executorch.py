@@ -55,6 +55,7 @@ class EtOptions:
     plain_softmax: bool = opt(True, "decompose attention without torch's fully-masked-row guard "
                                     "(keeps softmax in the XNNPACK delegate; exact without a mask)")
     per_channel: bool = opt(True, "int8: per-output-channel weight scales (else per tensor)")
+    quantize_head: bool = opt(False, "int8: also quantise the classifier head (default float: see models.family)")
     keep_float: tuple[str, ...] = opt(
         (), "int8: module names (e.g. blocks.0.mlp.0, head) left in float; the accuracy-aware "
             "fallback extends this", hidden=True)
@@ -140,11 +141,12 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
         raise ExportError("et-int8 needs calibration data (stage: quantise); pass --calib")
     module = ctx.loaded.module
     ctx.check_module_names(o.keep_float, "--et-keep-float")
+    keep = ctx.float_modules(o.keep_float, o.quantize_head)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=o.per_channel))
-    if o.keep_float:
+    if keep:
         # set_module_name(name, None) is not supported by this quantiser; a filter that refuses
         # every node traced from a kept module leaves those modules unannotated (float).
-        kept = [get_module_name_filter(n) for n in o.keep_float]
+        kept = [get_module_name_filter(n) for n in keep]
         quantizer.set_filter_function(lambda node: not any(f(node) for f in kept))
     # Calibrate through a dynamic-batch graph even for a static target: one observer call per
     # CALIB_BATCH samples instead of per sample; the converted module is re-exported below.
@@ -163,7 +165,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
         "scheme": {"weights": "int8 symmetric " + ("per-channel" if o.per_channel else "per-tensor"),
                    "activations": "int8 per-tensor affine (HistogramObserver), static"},
         "quantize_nodes": n_q,
-        "kept_float": list(o.keep_float),
+        "kept_float": list(keep),
         "calibration": ctx.calibration.provenance(),
     }
     return converted, facts

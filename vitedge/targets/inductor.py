@@ -61,6 +61,7 @@ class InductorOptions:
     quantize_attention: bool = opt(True, "also quantise nn.MultiheadAttention's in/out projections, which "
                                          "torchao's quantiser otherwise leaves float")
     reduce_range: bool = opt(False, "7-bit activations (torchao's advice for CPUs without VNNI)")
+    quantize_head: bool = opt(False, "int8: also quantise the classifier head (default float: see models.family)")
     keep_float: tuple[str, ...] = opt((), "module names kept in float (prefix match on the module path; the "
                                           "accuracy-aware fallback extends this)", hidden=True)
 
@@ -163,6 +164,7 @@ def _quantize(ctx: BuildContext, ep: Any, x: Any, dynamic: Any) -> tuple[Any, di
     if ctx.calibration is None:
         raise UsageError("inductor-int8 needs calibration data (--calib)")
     ctx.check_module_names(opts.keep_float, "--inductor-keep-float")
+    keep = ctx.float_modules(opts.keep_float, opts.quantize_head)
     try:
         with quiet():
             import torchao
@@ -174,7 +176,7 @@ def _quantize(ctx: BuildContext, ep: Any, x: Any, dynamic: Any) -> tuple[Any, di
 
             config = xiq.get_default_x86_inductor_quantization_config(reduce_range=opts.reduce_range)
             quantizer = xiq.X86InductorQuantizer().set_global(config)
-            for name in opts.keep_float:
+            for name in keep:
                 quantizer.set_module_name_qconfig(name, None)
             gm = ep.module()
             tagged = _tag_attention_linears(gm) if opts.quantize_attention else []
@@ -200,7 +202,7 @@ def _quantize(ctx: BuildContext, ep: Any, x: Any, dynamic: Any) -> tuple[Any, di
         "activations": "uint8 per-tensor affine, HistogramObserver" + (" (reduce_range)" if opts.reduce_range else ""),
         "weights": "int8 per-channel symmetric",
         "attention_linears_tagged": len(tagged),
-        "kept_float": list(opts.keep_float),
+        "kept_float": list(keep),
         "calibration_s": round(calib_s, 1),
     }
     return qep, details

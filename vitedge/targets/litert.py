@@ -59,6 +59,7 @@ class LiteRTOptions:
                         choices=DELEGATES)
     per_channel: bool = opt(True, "litert-int8: int8 weights per output channel (per tensor otherwise)")
     calib_batch: int = opt(16, "litert-int8: images per calibration step (observer cost is per call)")
+    quantize_head: bool = opt(False, "int8: also quantise the classifier head (default float: see models.family)")
     keep_float: tuple[str, ...] = opt(
         (), "litert-int8: PyTorch module names (e.g. blocks.5.mlp) whose ops stay float, submodules included",
         hidden=True)
@@ -224,6 +225,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
         raise UsageError("litert-int8 needs calibration data (--calib)")
     module = ctx.loaded.module.eval()
     ctx.check_module_names(opts.keep_float, "--litert-keep-float")
+    keep = ctx.float_modules(opts.keep_float, opts.quantize_head)
     x = ctx.example_input()
     t0 = time.perf_counter()
     try:
@@ -232,7 +234,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
             from torchao.quantization.pt2e import move_exported_model_to_eval
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-            quantizer = make_quantizer(opts.per_channel, opts.keep_float)
+            quantizer = make_quantizer(opts.per_channel, keep)
             # A dynamic batch for calibration only: the observers' cost is per call, not per image.
             batch = torch.export.Dim("batch", min=1, max=max(opts.calib_batch, 2))
             ep = torch.export.export(module, (torch.zeros(2, *x.shape[1:]),), dynamic_shapes=({0: batch},))
@@ -266,7 +268,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
         "weights": "int8 symmetric " + ("per-channel" if opts.per_channel else "per-tensor"),
         "activations": "int8 per-tensor affine, HistogramObserver",
         "io": "int8 (model interface quantised; the runner converts with the tensors' scale/zero point)",
-        "kept_float": list(opts.keep_float),
+        "kept_float": list(keep),
         "calibration": {"images": n, "batch": opts.calib_batch, "seconds": round(calib_s, 1),
                         **(ctx.calibration.provenance() if hasattr(ctx.calibration, "provenance") else {})},
         "prepare_s": round(t1 - t0, 1),
