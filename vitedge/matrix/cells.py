@@ -13,6 +13,7 @@ PyTorch reference) interleaved in one run, so the table's latency ratios are sid
 from __future__ import annotations
 
 import json
+import tempfile
 import traceback
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from vitedge import __version__
-from vitedge.bench.latency import time_calls_with_progress
 from vitedge.errors import VitedgeError
 from vitedge.fsutil import atomic_file
 from vitedge.models.resolve import LoadedModel
@@ -30,7 +30,6 @@ from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
 from vitedge.runtimes.base import default_threads
-from vitedge.runtimes.torch_runner import TorchRunner
 from vitedge.sysinfo import system_info
 
 CELL_FORMAT = "vitedge-matrix-cell"
@@ -101,39 +100,51 @@ def write_cell(out: Path, cell: dict[str, Any]) -> Path:
     return path
 
 
+REFERENCE = "PyTorch (reference)"
+
+
+def _static_batch(bundle: Path) -> int | None:
+    from vitedge.bundle.manifest import read_manifest
+
+    first = (read_manifest(bundle).data.get("input") or {}).get("shape", ["batch"])[0]
+    return first if isinstance(first, int) else None
+
+
 def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Path, threads: int,
                       batches: tuple[int, ...], budget_s: float) -> None:
-    """Re-time every runnable cell and the PyTorch reference interleaved in one run (per batch
-    size); store the result in each cell as `latency_ms` (batch 1) and `batch_sweep`."""
-    from vitedge.runtimes.open import open_runner
+    """Re-time every runnable cell and the PyTorch reference side by side (per batch size), each
+    in its own process, one working at a time (vitedge.bench.isolated: in one process they
+    measurably slow each other down); store the result in each cell as `latency_ms` (batch 1)
+    and `batch_sweep`."""
+    from vitedge.bench.isolated import Contestant, time_isolated
+    from vitedge.models.checkpoint import save_checkpoint
+    from vitedge.progress import make_progress
 
-    runners = {}
-    for cell in cells:
-        if cell.get("status") not in ("passed", "failed") or not cell.get("bundle"):
-            continue
-        runners[cell["target"]] = open_runner(out / cell["bundle"], threads)
-    if not runners:
+    bundles = {cell["target"]: out / cell["bundle"] for cell in cells
+               if cell.get("status") in ("passed", "failed") and cell.get("bundle")}
+    if not bundles:
         return
+    static = {t: _static_batch(b) for t, b in bundles.items()}
     h, w = loaded.card.preprocess.input_size
-    reference = TorchRunner(loaded.module, (3, h, w), threads=threads)
-    all_runners = {"PyTorch (reference)": reference, **runners}
-    for r in all_runners.values():
-        r.activate()
-    try:
-        sweep: dict[str, dict[int, Any]] = {}
+    sweep: dict[str, dict[int, Any]] = {}
+    isolation: dict[int, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="vitedge-timing-") as tmp, make_progress() as progress:
+        ckpt = Path(tmp) / "reference.safetensors"  # the reference process loads it (safetensors)
+        save_checkpoint(ckpt, loaded.module, loaded.card)
         for b in batches:
+            use = [Contestant(REFERENCE, ckpt, torch=True)] + [
+                Contestant(t, p) for t, p in bundles.items() if static[t] in (None, b)]
+            task = progress.add_task(f"matrix: {len(use)} runners side by side (own processes), batch {b}",
+                                     total=100)
             x = np.random.default_rng(b).standard_normal((b, 3, h, w)).astype(np.float32)
-            usable = {k: r for k, r in all_runners.items() if (r.max_batch() or b) >= b and
-                      (not isinstance(r.inputs()[0].shape[0], int) or r.inputs()[0].shape[0] == b)}
-            calls = {k: (lambda r=r, x=x: r.infer({r.inputs()[0].name: x})) for k, r in usable.items()}
-            stats = time_calls_with_progress(calls, b, f"matrix: {len(calls)} runners side by side, batch {b}",
-                                             budget_s=budget_s)
-            for k, st in stats.items():
+            res = time_isolated(use, {b: x}, threads, budget_s=budget_s,
+                                on_round=lambda f, task=task: progress.update(task, completed=100 * f))[b]
+            progress.update(task, completed=100)
+            isolation[b] = res
+            for k, st in res.stats.items():
                 sweep.setdefault(k, {})[b] = st
-    finally:
-        for r in all_runners.values():
-            r.deactivate()
-    ref = sweep["PyTorch (reference)"]
+    ref = sweep[REFERENCE]
+    first_iso = isolation[batches[0]]
     for cell in cells:
         if cell["target"] not in sweep:
             continue
@@ -143,7 +154,9 @@ def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Pat
             cell["latency_ms"] = {"p50": own[first].p50, "p90": own[first].p90, "p99": own[first].p99,
                                   "batch": first, "reference_p50": ref[first].p50,
                                   "speedup_vs_pytorch": ref[first].p50 / own[first].p50,
-                                  "measured": f"side by side with {len(sweep) - 1} runners, one run"}
+                                  "measured": f"side by side with {len(sweep) - 1} runners, each in its own "
+                                              f"process, one run",
+                                  "cross_talk": round(first_iso.worst_cross_talk(), 4)}
         cell["batch_sweep"] = {str(b): {"p50": st.p50, "p90": st.p90, "throughput": st.throughput,
                                         "speedup_vs_pytorch": ref[b].p50 / st.p50 if b in ref else None}
                                for b, st in own.items()}
