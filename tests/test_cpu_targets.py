@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from images import write_awkward_images
 
-from vitedge.auto import _explain
+from vitedge.auto import _explain, choose
 from vitedge.bench.latency import summarize
 from vitedge.calib.source import OrtCalibrationReader, load_calibration, nncf_dataset
 from vitedge.cli.main import main
@@ -159,7 +159,7 @@ class _R:
 def test_auto_explains_when_int8_does_not_pay():
     stats = {"onnx-fp32": _stats(1.0), "ort-int8": _stats(1.6), "ov-fp16": _stats(1.2)}
     reports = {"onnx-fp32": _R("fp32"), "ort-int8": _R("int8"), "ov-fp16": _R("fp16")}
-    chosen = min(stats, key=lambda n: stats[n].p50)
+    chosen = choose({n: s.p50 for n, s in stats.items()})
     text = _explain(chosen, list(stats), stats, reports)
     assert chosen == "onnx-fp32" and "INT8 does not pay" in text and "1.20x slower" in text
 

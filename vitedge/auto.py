@@ -3,7 +3,8 @@ one that passes its parity gate, and explain the choice.
 
 Every candidate goes through the normal pipeline (one shared ONNX export and one set of
 reference outputs). The candidates that pass are then timed again *together*, interleaved in
-one run, so the choice rests on ratios measured side by side rather than on separate runs. On a
+one run (each in its own process, one at a time: vitedge.bench.isolated), so the choice rests on
+ratios measured side by side rather than on separate runs. On a
 CPU where INT8 kernels do not pay, an INT8 candidate is simply slower and is not chosen.
 """
 
@@ -19,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.bench.latency import LatencyStats, time_calls_with_progress
+from vitedge.bench.latency import LatencyStats
 from vitedge.errors import OutputError, ParityError, VitedgeError
 from vitedge.models.resolve import LoadedModel
-from vitedge.pipeline import ExportRequest, SharedWork, export_target, open_artifact
+from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
 from vitedge.runtimes.base import default_threads
@@ -88,7 +89,7 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
             raise ParityError(f"{auto}: no candidate passed its parity gate: "
                               + "; ".join(f"{r['target']}: {r['status']}" for r in rows))
         together = _time_together(passing, reports, scratch, request)
-        chosen = min(passing, key=lambda n: together[n].p50)
+        chosen = choose({n: together[n].p50 for n in passing})
         for n in passing:
             rows.append(_row(n, reports[n], together[n], "chosen" if n == chosen else "passed"))
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
@@ -108,21 +109,30 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
 
 def _time_together(names: list[str], reports: dict[str, ExportReport], scratch: Path,
                    request: ExportRequest) -> dict[str, LatencyStats]:
+    """Every passing candidate timed side by side, each in its own process (the bundles are
+    complete in `scratch`), one working at a time: in one process they slow each other down."""
+    from vitedge.bench.isolated import Contestant, time_isolated
+    from vitedge.progress import make_progress
+
     threads = request.threads or default_threads()
-    runners = {n: open_artifact(scratch / n, reports[n].artifact, threads) for n in names}
     batch = request.export.static_batch or request.bench.batch
     h, w = reports[names[0]].card.preprocess.input_size
     x = np.random.default_rng(7).standard_normal((batch, 3, h, w)).astype(np.float32)
-    for r in runners.values():
-        r.activate()
-    try:
-        calls = {n: (lambda r=r: r.infer({r.inputs()[0].name: x})) for n, r in runners.items()}
-        return time_calls_with_progress(calls, batch, f"timing {len(calls)} candidates side by side",
-                                        warmup=request.bench.warmup, min_runs=request.bench.min_runs,
-                                        budget_s=max(request.bench.budget_s, 1.5 * len(calls)))
-    finally:
-        for r in runners.values():
-            r.deactivate()
+    with make_progress() as progress:
+        task = progress.add_task(f"timing {len(names)} candidates side by side (own processes)", total=100)
+        res = time_isolated([Contestant(n, scratch / n) for n in names], {batch: x}, threads,
+                            warmup=request.bench.warmup, min_runs=request.bench.min_runs,
+                            budget_s=max(request.bench.budget_s, 1.5 * len(names)),
+                            on_round=lambda f: progress.update(task, completed=100 * f))
+        progress.update(task, completed=100)
+    return res[batch].stats
+
+
+def choose(p50_ms: dict[str, float]) -> str:
+    """The pick among candidates that passed their parity gate: the lowest p50 measured here.
+    No precision is preferred: where INT8 kernels do not pay (a CPU without VNNI), the INT8
+    candidates are measured slower and lose to fp32."""
+    return min(p50_ms, key=lambda n: (p50_ms[n], n))
 
 
 def _row(name: str, r: ExportReport, t: LatencyStats | None, status: str) -> dict[str, Any]:

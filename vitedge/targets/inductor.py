@@ -297,9 +297,10 @@ _COMMON = dict(runtime="aoti", options=InductorOptions, extra="torchao", source=
 
 register_target(Target(
     name="inductor-int8", precision="int8", build=build_inductor_int8, requires=("torch", "torchao"),
-    # Not in auto-cpu nor the default matrix yet: at the built-ins' 64 px it is slower than the
-    # fp32 ONNX Runtime artifact (measured: vit-tiny 1.59 vs 1.03 ms p50) and its AOTInductor
-    # compile costs 30-170 s on 2 cores; `--targets inductor-int8` runs it.
-    needs_calibration=True, fallback_option="keep_float", diagnose=diagnose_pt2e, in_matrix=False, **_COMMON,  # type: ignore[arg-type]
+    # In the default matrix and an auto-cpu candidate although its AOTInductor compile costs
+    # 30-170 s on 2 cores: it is PyTorch's own fast INT8 path and, at 224 px, the fastest
+    # artifact for some models (issue 14: ConvNeXt-T); auto measures whether it wins here.
+    needs_calibration=True, fallback_option="keep_float", diagnose=diagnose_pt2e, auto=("x86",),
+    **_COMMON,  # type: ignore[arg-type]
     description="PT2E static int8 (torchao X86InductorQuantizer), AOTInductor .pt2 with frozen, "
                 "prepacked oneDNN int8 kernels"))

@@ -63,9 +63,15 @@ def build_torchao_int8_wo(ctx: BuildContext) -> Artifact:
 
 
 _TORCHAO = dict(runtime="torchao", precision="int8", source="module", extra="torchao", requires=("torchao",))
+# Who these are for: deployments that must stay in eager PyTorch (Python control flow that will
+# not export) and are short of memory: Linear weights 4x smaller. They are not for speed on x86:
+# timed side by side they run at 0.44-0.79x of fp32 eager (int8 matmuls in eager mode pay
+# quantise/dequantise per call without fusion), so they are out of the default matrix and of
+# auto-cpu; inductor-int8 is PyTorch's fast INT8 path. `--targets torchao-int8` still runs them.
 register_target(Target(
-    name="torchao-int8", build=build_torchao_int8, **_TORCHAO,
-    description="torchao int8 dynamic activations + int8 weights (PyTorch eager on the device)"))
+    name="torchao-int8", build=build_torchao_int8, in_matrix=False, **_TORCHAO,
+    description="torchao int8 dynamic activations + int8 weights in eager PyTorch: 4x smaller Linear "
+                "weights for memory-bound eager deployments; slower than fp32 eager on x86"))
 register_target(Target(
-    name="torchao-int8-wo", build=build_torchao_int8_wo, **_TORCHAO,
-    description="torchao int8 weight-only (PyTorch eager on the device)"))
+    name="torchao-int8-wo", build=build_torchao_int8_wo, in_matrix=False, **_TORCHAO,
+    description="torchao int8 weight-only in eager PyTorch: 4x smaller Linear weights, float compute"))

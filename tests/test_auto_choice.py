@@ -1,0 +1,54 @@
+"""auto-cpu's decision on given measurements (no timing here): it picks what was measured
+fastest among the candidates that passed, so INT8 wins only where its kernels pay."""
+
+from __future__ import annotations
+
+from vitedge.auto import _explain, auto_candidates, choose
+from vitedge.bench.latency import summarize
+
+# p50 ms measured side by side (shapes of real runs: vit-tiny on an AVX-512 VNNI CPU, and the
+# same candidates on an AVX2-only CPU where u8s8 int8 matmuls saturate and are emulated).
+VNNI = {"onnx-fp32": 1.03, "ov-fp32": 1.10, "ov-fp16": 1.08, "ort-int8": 0.74, "ov-int8": 0.69,
+        "inductor-int8": 0.81}
+NO_VNNI = {"onnx-fp32": 1.65, "ov-fp32": 1.58, "ov-fp16": 1.61, "ort-int8": 2.10, "ov-int8": 1.92,
+           "inductor-int8": 2.40}
+PRECISION = {"onnx-fp32": "fp32", "ov-fp32": "fp32", "ov-fp16": "fp16", "ort-int8": "int8", "ov-int8": "int8",
+             "inductor-int8": "int8"}
+
+
+class _Report:
+    def __init__(self, precision: str):
+        self.precision = precision
+
+
+def _reason(p50: dict[str, float]) -> tuple[str, str]:
+    chosen = choose(p50)
+    stats = {n: summarize([v] * 5, 1, 0) for n, v in p50.items()}
+    return chosen, _explain(chosen, list(p50), stats, {n: _Report(PRECISION[n]) for n in p50})
+
+
+def test_on_a_vnni_cpu_the_fastest_int8_artifact_wins():
+    chosen, reason = _reason(VNNI)
+    assert chosen == "ov-int8" and "INT8 pays" in reason
+
+
+def test_without_vnni_int8_is_slower_and_fp32_is_chosen():
+    chosen, reason = _reason(NO_VNNI)
+    assert chosen == "ov-fp32" and "INT8 does not pay" in reason
+
+
+def test_a_candidate_that_failed_parity_is_never_offered_to_the_choice():
+    # choose() sees only passing candidates; the fastest measured artifact that failed its gate
+    # is filtered before (export_auto), so removing it changes the pick.
+    passing = {k: v for k, v in VNNI.items() if k != "ov-int8"}
+    assert choose(passing) == "ort-int8"
+
+
+def test_ties_break_by_name_so_the_pick_is_reproducible():
+    assert choose({"b-target": 1.0, "a-target": 1.0}) == "a-target"
+
+
+def test_auto_cpu_considers_the_new_inductor_target_and_no_eager_torchao():
+    names = {t.name for t in auto_candidates("auto-cpu")}
+    assert "inductor-int8" in names
+    assert not {"torchao-int8", "torchao-int8-wo"} & names
