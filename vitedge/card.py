@@ -34,6 +34,15 @@ class ModelCard:
         return len(self.classes)
 
     @property
+    def spatial_size(self) -> str:
+        """How the input size may vary after export: "any" (convolutional), "dynamic_img_size"
+        (a timm ViT that can resample its position table in the graph) or "fixed"."""
+        meta = self.config.get("_vitedge")
+        if isinstance(meta, dict) and isinstance(meta.get("spatial_size"), str):
+            return meta["spatial_size"]
+        return "any" if self.family in ("convnext", "cnn") else "fixed"
+
+    @property
     def untrained(self) -> bool:
         """Random-init weights: parity is judged without the arg-max gates (verify.tolerances)."""
         return self.source == "random-init"

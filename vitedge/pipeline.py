@@ -99,6 +99,12 @@ def check_target_ready(target: Target, request: ExportRequest) -> None:
     from vitedge.errors import UsageError
 
     target.check_installed()
+    if request.export.dynamic_size and not target.dynamic_size:
+        from vitedge.targets.registry import all_targets
+
+        able = ", ".join(t.name for t in all_targets() if t.dynamic_size)
+        raise UsageError(f"--dynamic-size: {target.name} builds fixed-size artifacts; targets that keep a "
+                         f"dynamic height/width: {able}")
     if target.needs_calibration and request.calibration is None:
         raise UsageError(f"target {target.name} needs calibration data: pass --calib synthetic|DIR|FILE.npy")
 

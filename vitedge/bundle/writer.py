@@ -37,7 +37,8 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
         # The batch dimension as the artifact itself declares it (a runtime may fix it even when
         # the ONNX export was dynamic, e.g. LiteRT's static batch 1).
         "input": {"name": "input", "dtype": "float32", "layout": card.preprocess.layout,
-                  "shape": [report.batch_dim or export.static_batch or "batch", 3, *card.preprocess.input_size]},
+                  "shape": [report.batch_dim or export.static_batch or "batch", 3,
+                            *(("height", "width") if export.dynamic_size else card.preprocess.input_size)]},
         "output": {"name": "logits", "dtype": "float32",
                    "shape": [report.batch_dim or export.static_batch or "batch", len(card.classes)]},
         "export": report.export_info,

@@ -71,6 +71,7 @@ def load_model_from_cli(
     random_init: bool = False,
     img_size: int | None = None,
     num_classes: int | None = None,
+    dynamic_size: bool = False,
 ) -> Any:
     from vitedge.models.resolve import load_model, read_class_names
 
@@ -84,10 +85,20 @@ def load_model_from_cli(
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     names = read_class_names(classes) if classes else None
-    return load_model(
-        model, arch=arch, weights=weights, classes=names, random_init=random_init,
-        overrides=overrides,
-    )
+    loaded = load_model(model, arch=arch, weights=weights, classes=names, random_init=random_init,
+                        overrides=overrides)
+    if dynamic_size:
+        support = loaded.card.spatial_size
+        if support == "dynamic_img_size" and not loaded.card.config.get("dynamic_img_size"):
+            # timm resamples the position table inside the graph when built this way
+            loaded = load_model(model, arch=arch, weights=weights, classes=names, random_init=random_init,
+                                overrides={**overrides, "dynamic_img_size": True})
+        elif support == "fixed":
+            from vitedge.errors import UsageError
+
+            raise UsageError(f"--dynamic-size: {loaded.card.arch} has fixed-size position tables or windows; "
+                             "export one bundle per --img-size instead")
+    return loaded
 
 
 def human(n: float, unit: str = "") -> str:

@@ -192,6 +192,9 @@ def export_command(
     num_classes: NumClassesOpt = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (17-23).")] = ExportConfig.opset,
     static_batch: Annotated[int | None, typer.Option(help="Fix the batch size (default: dynamic).")] = None,
+    dynamic_size: Annotated[bool, typer.Option(
+        "--dynamic-size", help="Dynamic height/width in the ONNX (convolutional models; timm ViTs via "
+                               "dynamic_img_size). Parity is checked at --img-size.")] = False,
     exporter: Annotated[str, typer.Option(help="auto | dynamo | torchscript.")] = ExportConfig.exporter,
     eval_data: EvalOpt = SYNTHETIC,
     eval_n: EvalNOpt = None,
@@ -238,7 +241,7 @@ def export_command(
                              "reduced-precision layers to keep")
         values[selected[0].fallback_option] = list(ignore)
     check_applicable(values, selected)
-    export_cfg = ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter)
+    export_cfg = ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size)
     budget = None
     if max_drop is not None or min_cosine is not None:
         from vitedge.fallback import Budget, fallback_targets
@@ -255,7 +258,8 @@ def export_command(
         options = t.options_from(values)
         if t.preflight is not None:
             t.preflight(options, budget)
-    loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
+    loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
+                                 dynamic_size=dynamic_size)
     if is_auto:
         calibration = auto_calibration(loaded.card, calib, num_calib, seed)
     else:

@@ -19,6 +19,7 @@ TWO_GB = 2**31
 class ExportConfig:
     opset: int = DEFAULT_OPSET
     static_batch: int | None = None  # None: dynamic batch axis
+    dynamic_size: bool = False  # dynamic height/width axes too (models without fixed-size tables)
     max_batch: int = 1024  # upper bound recorded for the dynamic axis
     exporter: str = "auto"  # auto | dynamo | torchscript
     slim: bool = True

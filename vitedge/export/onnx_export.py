@@ -44,17 +44,21 @@ class ExportInfo:
     external_data: bool
     fallback_reason: str | None = None
     slim: dict[str, Any] = field(default_factory=dict)
+    dynamic_size: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"exporter": self.exporter, "opset": self.opset, "dynamic_batch": self.dynamic_batch,
                 "external_data": self.external_data, "fallback_reason": self.fallback_reason,
-                "slim": self.slim, "file": self.path.name}
+                "slim": self.slim, "file": self.path.name, "dynamic_size": self.dynamic_size}
 
 
 def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx.ModelProto:
-    dynamic = None
+    dims: dict[int, Any] = {}
     if cfg.static_batch is None:
-        dynamic = ({0: torch.export.Dim("batch", min=1, max=cfg.max_batch)},)
+        dims[0] = torch.export.Dim("batch", min=1, max=cfg.max_batch)
+    if cfg.dynamic_size:  # AUTO: torch.export derives the constraints (e.g. a multiple of the stride)
+        dims[2] = dims[3] = torch.export.Dim.AUTO
+    dynamic = (dims,) if dims else None
     # The exporter prints progress to stdout (stdout carries our own tables/JSON) and, without
     # torchvision, warns once per torchvision op on every export: see vitedge.quiet.KNOWN_NOISE.
     with quiet():
@@ -85,7 +89,8 @@ def _dynamo_unfusing_if_needed(module: torch.nn.Module, x: torch.Tensor, cfg: Ex
 
 
 def _torchscript(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig, tmp: Path) -> onnx.ModelProto:
-    dynamic_axes = None if cfg.static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    axes = ({} if cfg.static_batch else {0: "batch"}) | ({2: "height", 3: "width"} if cfg.dynamic_size else {})
+    dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"} if not cfg.static_batch else {}} if axes else None
     with quiet():
         torch.onnx.export(
             module, (x,), str(tmp), dynamo=False, opset_version=min(cfg.opset, 20),
@@ -175,7 +180,8 @@ def export_onnx(
     if _weight_bytes(model) < TWO_GB:  # protobuf cannot serialise more in one message
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    info = ExportInfo(path, exporter, opset, cfg.static_batch is None, False, fallback_reason, slim_info)
+    info = ExportInfo(path, exporter, opset, cfg.static_batch is None, False, fallback_reason, slim_info,
+                      dynamic_size=cfg.dynamic_size)
     props = {"vitedge.export": _json(info.to_dict()), **(extra_metadata or {})}
     set_metadata(model, card, props)
     info.external_data = save_onnx(model, path, cfg.external_data_threshold)

@@ -29,5 +29,5 @@ def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
 register_target(Target(
     name="onnx-fp32", runtime="onnxruntime", precision="fp32", extra="ort", requires=("onnxruntime",),
     description="ONNX (fp32), cleaned with onnxslim; runs on ONNX Runtime or any ONNX runtime",
-    build=build_onnx_fp32, diagnose=_diagnose, auto=("x86",),
+    build=build_onnx_fp32, diagnose=_diagnose, auto=("x86",), dynamic_size=True,
 ))

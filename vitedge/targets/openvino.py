@@ -73,6 +73,9 @@ def convert(ctx: BuildContext) -> tuple[Any, str]:
     if source == "torch":
         import torch
 
+        if ctx.export.dynamic_size:
+            raise UsageError("--dynamic-size needs --ov-source onnx (the direct PyTorch conversion traces one size)")
+
         h, w = ctx.loaded.card.preprocess.input_size
         with quiet():
             model = ov.convert_model(ctx.loaded.module, example_input=torch.zeros(1, 3, h, w),
@@ -283,7 +286,7 @@ def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
     return diagnose_ov(*args, **kwargs)
 
 
-_OV = dict(runtime="openvino", extra="ov", requires=("openvino",), diagnose=_diagnose)
+_OV = dict(runtime="openvino", extra="ov", requires=("openvino",), diagnose=_diagnose, dynamic_size=True)
 register_target(Target(
     name="ov-fp32", precision="fp32", build=build_ov_fp32, options=OvOptions, auto=("x86",), **_OV,
     description="OpenVINO IR, fp32 weights, inference precision pinned to f32"))

@@ -187,5 +187,5 @@ register_target(Target(
     name="ort-int8", runtime="onnxruntime", precision="int8", needs_calibration=True,
     description="QDQ ONNX by ONNX Runtime static quantisation (per-channel, ViT-aware op selection)",
     build=build_ort_int8, options=OrtInt8Options, extra="ort", requires=("onnxruntime",),
-    fallback_option="exclude", diagnose=_diagnose, auto=("x86",),
+    fallback_option="exclude", diagnose=_diagnose, auto=("x86",), dynamic_size=True,
 ))

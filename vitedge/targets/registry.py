@@ -59,6 +59,7 @@ class Target:
     diagnose: Callable[..., Any] | None = None  # (reference, artifact_file, x, work) -> Diagnosis; reference: fp32 ONNX path, or the module for source='module'
     auto: tuple[str, ...] = ()  # device classes whose auto-* target considers it ("x86", ...)
     in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
+    dynamic_size: bool = False  # its artifact keeps the ONNX export's dynamic height/width (--dynamic-size)
     preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
 
     def __post_init__(self) -> None:
