@@ -42,6 +42,10 @@ class Contestant:
     name: str
     path: Path
     torch: bool = False
+    # "module:function" called in the worker as function(path) -> a Runner-like object (inputs(),
+    # infer(), activate(), deactivate()); for contestants that are built, not opened (benchmarks'
+    # peers: torch.compile, a runtime with its own defaults). The module must be importable there.
+    factory: str = ""
 
 
 @dataclass
@@ -100,6 +104,11 @@ def wait_quiet(pids: list[int], window_s: float = QUIET_WINDOW_S, share: float =
 # -- the worker ---------------------------------------------------------------------------------------
 
 def _open(c: Contestant, threads: int | None) -> Any:
+    if c.factory:
+        import importlib
+
+        module, _, fn = c.factory.partition(":")
+        return getattr(importlib.import_module(module), fn)(c.path, threads)
     if c.torch:
         from vitedge.models.resolve import load_model
         from vitedge.runtimes.torch_runner import TorchRunner
