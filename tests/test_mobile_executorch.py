@@ -139,10 +139,13 @@ def test_et_runner_specs_threads_and_info(built):
 @pytest.mark.slow
 def test_et_int8_keep_float_leaves_modules_unquantised(built, tmp_path):
     _, base, _ = built("convnext-zepto", "int8")
-    ctx = _ctx(tmp_path, "convnext-zepto", EtOptions(keep_float=("head",)))
+    assert base.details["kept_float"] == ["head"]  # the classifier head stays float by default
+    everything = build_et_int8(_ctx(tmp_path / "all", "convnext-zepto", EtOptions(quantize_head=True)))
+    assert everything.details["kept_float"] == []
+    ctx = _ctx(tmp_path / "keep", "convnext-zepto", EtOptions(keep_float=("head",), quantize_head=True))
     art = build_et_int8(ctx)
     assert art.details["kept_float"] == ["head"]
-    assert art.details["quantize_nodes"] < base.details["quantize_nodes"]
+    assert art.details["quantize_nodes"] < everything.details["quantize_nodes"]
     x, ref = _data(ctx.loaded)
     out, _ = _run(ctx.bundle_dir / art.main_file, x)
     cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))

@@ -241,7 +241,8 @@ def detect_family(module: Any, input_size: tuple[int, int] = (224, 224)) -> str:
 
 
 # -- the classifier head ---------------------------------------------------------------------------
-# Every INT8 recipe keeps the classifier head (the last weighted op(s) before the logits) in float.
+# The INT8 recipes keep the classifier head (the last weighted op(s) before the logits) in float
+# (all but litert-int8, a full-integer model for NPU delegates; see its options).
 # Its input is a pooled feature vector whose few large channels set a per-tensor scale that wipes
 # out the rest, and the head is < 1% of a classifier's compute. Measured on swin_tiny (random init,
 # 224 px) with ov-int8: logits SQNR 6.7 dB with the head quantised, 31.7 dB with it float. Two

@@ -59,7 +59,10 @@ class LiteRTOptions:
                         choices=DELEGATES)
     per_channel: bool = opt(True, "litert-int8: int8 weights per output channel (per tensor otherwise)")
     calib_batch: int = opt(16, "litert-int8: images per calibration step (observer cost is per call)")
-    quantize_head: bool = opt(False, "int8: also quantise the classifier head (default float: see models.family)")
+    # True here, unlike the other INT8 recipes: litert-int8 is a *full-integer* model (int8 in,
+    # int8 out), the form NPU delegates (Edge TPU, Hexagon, NNAPI) take whole; a float head would
+    # fall back to the CPU and make the output float. --no-litert-quantize-head keeps it float.
+    quantize_head: bool = opt(True, "int8: quantise the classifier head too (full-integer model)")
     keep_float: tuple[str, ...] = opt(
         (), "litert-int8: PyTorch module names (e.g. blocks.5.mlp) whose ops stay float, submodules included",
         hidden=True)
