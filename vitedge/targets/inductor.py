@@ -253,9 +253,12 @@ def _compile(ctx: BuildContext, ep: Any, precision: str) -> tuple[Path, float]:
             torch._inductor.aoti_compile_and_package(ep, package_path=str(out), inductor_configs=configs)
     except Exception as e:
         interrupts.check()
+        msg = str(e)
+        # Only a compiler failure is about g++; a graph the compiler rejects is not.
+        hint = ("it needs a working g++ (check `g++ --version`); " if any(
+            k in msg for k in ("g++", "CppCompileError", "compiler", "cc1plus")) else "")
         raise ExportError(f"inductor-{precision}: AOTInductor compile failed: {type(e).__name__}: "
-                          f"{str(e)[:300]}; it needs a working g++ (check `g++ --version`); try "
-                          "--inductor-freezing false or another target") from e
+                          f"{msg[:300]}; {hint}try --inductor-freezing false or another target") from e
     return out, time.perf_counter() - t0
 
 
