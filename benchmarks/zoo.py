@@ -117,10 +117,6 @@ UPSTREAM = (
      "annotate this attention pattern (EfficientViT's cascaded group attention)", ""),
     ("PT2E quantisation failed: AssertionError", "upstream, torchao PT2E prepare on FastViT's "
      "re-parameterisable blocks", ""),
-    ("second cast node should be graph output", "upstream trigger, onnxconverter-common float16 conversion "
-     "used by trt-fp16: its keep-I/O-float rewrite on LeViT's output", ""),
-    ("model.fp16.onnx: ONNX Runtime cannot load it", "vitedge: its trt-fp16 graph has a type mismatch at an op "
-     "kept in fp32 (ResNet: the global-pool ReduceMean feeding an fp16 consumer); to fix in vitedge", ""),
     ("tuple index out of range", "upstream, torchao eager int8 (`quantize_`) on these attention blocks; "
      "these targets are out of the default matrix", ""),
 )

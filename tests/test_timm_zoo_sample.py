@@ -97,3 +97,20 @@ def test_family_sample_exports_and_matches_pytorch(tmp_path, name, size):
         gated = {c["metric"] for c in d["parity"]["checks"]}
         assert "sqnr_db" in gated and "top1_agreement" not in gated
         assert (tmp_path / target / "manifest.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "levit_128s"])
+def test_trt_fp16_graph_of_cnn_and_levit_loads_and_matches(tmp_path, name):
+    """Found by the zoo: the FP16 conversion re-typed kept-fp32 ops from stale value_info, and
+    ONNX Runtime refused the graph (ResNet's global-pool ReduceMean; LeViT's output casts)."""
+    pytest.importorskip("timm")
+    from vitedge.models.resolve import load_model
+    from vitedge.pipeline import export_target
+    from vitedge.request import BenchConfig, ExportRequest
+
+    loaded = load_model(f"timm:{name}", random_init=True, overrides={"img_size": 64, "num_classes": 10})
+    report = export_target(loaded, ExportRequest(target="trt-fp16", out=tmp_path / "b", eval_n=16,
+                                                 bench=BenchConfig(**FAST_BENCH)))
+    assert report.passed, [c.describe() for c in report.parity.failures()]
+    assert report.to_dict()["parity"]["sqnr_db"] > 40

@@ -76,6 +76,11 @@ def to_fp16(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
     # pointwise ops that compute them): the model family's recipe.
     fp32_ops = list(recipe_for(ctx.loaded.card.family).fp16_fp32_op_types)
     model = onnx.load(str(src))
+    # The export's value_info (shapes/types of intermediate tensors) is stale for the converter:
+    # it re-types a blocked op's output from it and leaves a float tensor declared float16 (ORT
+    # refuses the graph: ResNet's global-pool ReduceMean, found by benchmarks/zoo.py). Without it
+    # the converter derives the types itself; the graph is re-checked when it is loaded.
+    del model.graph.value_info[:]
     fp32_nodes = list(ctx.options.fp32_nodes)  # accuracy-aware fallback keeps these FP32
     with quiet():  # one warning per weight below fp16's normal range
         fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=fp32_ops,
