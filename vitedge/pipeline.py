@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from vitedge import interrupts
 from vitedge.bench.latency import LatencyStats, time_calls_with_progress
+from vitedge.errors import ExportError, VitedgeError
 from vitedge.export.onnx_export import ExportConfig, ExportInfo, export_onnx
 from vitedge.fsutil import atomic_dir
 from vitedge.inputs import (
@@ -151,7 +153,15 @@ def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance
         with stderr_console.status(f"parity: running {len(x)} {set_name} inputs"):
             if set_name not in ref_cache:
                 ref_cache[set_name] = run_batched(reference, x, batch)
-            art_out[set_name] = run_batched(runner, x, batch)
+            try:
+                art_out[set_name] = run_batched(runner, x, batch)
+            except (VitedgeError, interrupts.Interrupted):
+                raise
+            except Exception as e:  # the runtime itself failing on the built artifact
+                msg = str(e).strip().splitlines()[0][:240] if str(e).strip() else ""
+                raise ExportError(f"running the {runner.runtime} artifact on the parity inputs failed: "
+                                  f"{type(e).__name__}: {msg}; the build finished but the artifact does "
+                                  "not run here: try another target") from e
     ref_out = {k: ref_cache[k] for k in inputs.sets}
     parity = compare(ref_out, art_out, tolerance, inputs.labels, "images", inputs.description)
     return replace(parity, notes=list(inputs.notes)), art_out
