@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.bench.latency import LatencyStats, summarize
+from vitedge.bench.latency import LatencyStats, block_seconds, summarize
 
 QUIET_WINDOW_S = 0.005  # quiet: < QUIET_SHARE of one core in each of QUIET_WINDOWS windows in a row
 QUIET_SHARE = 0.02
@@ -219,7 +219,7 @@ def time_isolated(
             cross = {w.name: {"other_cpu_s": 0.0, "wall_s": 0.0} for w in workers}
             not_quiet = 0
             start, rounds = time.perf_counter(), 0
-            block = max(block_s, budget_s / (len(workers) * 20)) if budget_s > 0 else block_s
+            block = block_seconds(block_s, budget_s, len(workers))
             while True:
                 order = workers[rounds % len(workers):] + workers[: rounds % len(workers)]
                 for w in order:

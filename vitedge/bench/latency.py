@@ -45,6 +45,11 @@ def summarize(samples_ms: list[float] | np.ndarray, batch: int, warmup: int) -> 
     )
 
 
+def block_seconds(block_s: float, budget_s: float, contestants: int) -> float:
+    """Length of one contestant's block: at least `block_s`, and about 20 rounds in the budget."""
+    return max(block_s, budget_s / (contestants * 20)) if budget_s > 0 else block_s
+
+
 def time_calls(
     calls: dict[str, Callable[[], Any]],
     batch: int,
@@ -73,7 +78,7 @@ def time_calls(
     samples: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     start = time.perf_counter()
-    block = max(block_s, budget_s / (len(names) * 20)) if budget_s > 0 else block_s
+    block = block_seconds(block_s, budget_s, len(names))
     rounds = 0
     while True:
         # Rotate the order each round so no callable always runs right after another.

@@ -81,7 +81,6 @@ def _int8_functional() -> Iterator[None]:
     namespace because that is where both module forwards (`F.linear`) and functional attention
     (`multi_head_attention_forward` calls the module-global `linear` for its packed q/k/v
     projection, whose per-tensor output scale is what query/key outliers break) look them up."""
-    import torch
     import torch.nn.functional as F
 
     originals = {name: getattr(F, name) for name in ("linear", "conv1d", "conv2d", "conv3d")}
@@ -91,16 +90,14 @@ def _int8_functional() -> Iterator[None]:
             return _fq_tensor(fn(_fq_tensor(input), _fq_weight(weight), bias, *args, **kwargs))
         return quantised
 
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    try:
-        torch.backends.mha.set_fastpath_enabled(False)  # the fused kernel would bypass F.linear
-        for name, fn in originals.items():
-            setattr(F, name, wrap(fn))
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(F, name, fn)
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with _mha_slow_path():  # the fused attention kernel would bypass F.linear
+        try:
+            for name, fn in originals.items():
+                setattr(F, name, wrap(fn))
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(F, name, fn)
 
 
 @contextlib.contextmanager
