@@ -52,3 +52,62 @@ def test_auto_cpu_considers_the_new_inductor_target_and_no_eager_torchao():
     names = {t.name for t in auto_candidates("auto-cpu")}
     assert "inductor-int8" in names
     assert not {"torchao-int8", "torchao-int8-wo"} & names
+
+
+# -- which builds auto measures (no building here) -------------------------------------------------
+
+def _card(family: str):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    return SimpleNamespace(family=family)
+
+
+def _request(**kw):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from vitedge.request import ExportRequest
+
+    return ExportRequest(target="auto-cpu", out=Path("unused"), calibration=object(), **kw)
+
+
+def _bf16_variants() -> list[dict]:  # what this CPU adds: bf16 float parts where it has bf16
+    from vitedge.targets.registry import get_target
+
+    return [] if get_target("ov-bf16").unsupported() else [{"float_precision": "bf16"}]
+
+
+def test_a_vit_also_gets_nncf_default_model_type_as_a_candidate():
+    from vitedge.auto import candidates_for
+
+    cands, _ = candidates_for("auto-cpu", _request(), _card("vit"))
+    variants = [c for c in cands if c.target == "ov-int8" and c.label != "ov-int8"]
+    expected = _bf16_variants() + [{"transformer": False}] + [{"transformer": False, **v} for v in _bf16_variants()]
+    assert [c.options for c in variants] == expected
+    assert "ov-int8 (transformer=False)" in [c.label for c in variants]
+    assert len({c.slot for c in cands}) == len(cands)  # each build has its own directory
+
+
+def test_a_convnet_gets_no_duplicate_build_and_user_choices_are_kept():
+    from vitedge.auto import candidates_for
+
+    conv, _ = candidates_for("auto-cpu", _request(), _card("convnext"))
+    # Its default already is NNCF's default model type: no second build of the same thing.
+    assert [c.options for c in conv if c.target == "ov-int8"] == [{}] + _bf16_variants()
+    # The user set an option a variant changes (by flag key): no variant overrides their setting.
+    mine, _ = candidates_for("auto-cpu", _request(options={"ov-transformer": True}), _card("vit"))
+    ov = [c for c in mine if c.target == "ov-int8"]
+    assert [c.options for c in ov] == [{"ov-transformer": True, **v} for v in [{}] + _bf16_variants()]
+
+
+def test_auto_builds_for_the_batch_it_measures_unless_told_otherwise():
+    from dataclasses import replace
+
+    from vitedge.auto import auto_export_config
+    from vitedge.export.config import ExportConfig
+
+    cfg, note = auto_export_config(_request())
+    assert cfg.static_batch == 1 and "static batch of 1" in note
+    given = _request(export=replace(ExportConfig(), static_batch=4))
+    assert auto_export_config(given) == (given.export, None)
+    dynamic = _request(export=replace(ExportConfig(), dynamic_size=True))
+    assert auto_export_config(dynamic)[0].static_batch is None

@@ -20,7 +20,7 @@ from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork, export_targ
 pytestmark = pytest.mark.slow  # every CPU target built and timed (~2 min)
 
 FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
-CPU_TARGETS = ["ov-fp32", "ov-fp16", "ov-int8", "ort-int8", "torchao-int8", "torchao-int8-wo"]
+CPU_TARGETS = ["ov-fp32", "ov-fp16", "ov-bf16", "ov-int8", "ort-int8", "torchao-int8", "torchao-int8-wo"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,10 @@ def shared_work(tmp_path_factory):
 @pytest.mark.parametrize("model", ["vit-tiny", "convnext-zepto"])
 @pytest.mark.parametrize("target", CPU_TARGETS)
 def test_cpu_target_end_to_end(tmp_path, models, shared_work, model, target):
+    from vitedge.targets.registry import get_target
+
+    if get_target(target).unsupported():  # a CPU without bf16: the refusal is tested below
+        pytest.skip(f"{target}: {get_target(target).unsupported()}")
     loaded = models[model]
     calib = load_calibration("synthetic", loaded.card.preprocess, 64)
     report = export_target(loaded, ExportRequest(
@@ -57,11 +61,43 @@ def test_cpu_target_end_to_end(tmp_path, models, shared_work, model, target):
         fp32 = loaded.module.state_dict()
         fp32_bytes = sum(v.numel() * 4 for v in fp32.values())
         assert d["artifact_bytes"] < fp32_bytes / 2.5  # about 4x smaller (graph overhead aside)
-    if target.startswith("ov-"):
+    if report.precision == "bf16":
+        assert d["parity"]["cosine_min"] >= 0.998 and d["parity"]["top1_agreement"] >= 0.995
+    if target.startswith("ov-"):  # the precision we asked for is what the device used
         actual = d["runner"]["actual"]["INFERENCE_PRECISION_HINT"].lower()
-        assert "bf16" not in actual and "bfloat16" not in actual  # the precision we asked for
+        assert (("bf16" in actual or "bfloat16" in actual) == (target == "ov-bf16")), actual
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert all(f in manifest["files"] for f in report.artifact.files)
+
+
+def test_ov_int8_float_parts_in_bf16(tmp_path, models, shared_work):
+    # auto-cpu's bf16 variant of ov-int8: the same NNCF model, float layers computed in bf16.
+    from vitedge.targets.registry import get_target
+
+    if get_target("ov-bf16").unsupported():
+        pytest.skip(f"float parts in bf16: {get_target('ov-bf16').unsupported()}")
+    loaded = models["vit-tiny"]
+    calib = load_calibration("synthetic", loaded.card.preprocess, 64)
+    report = export_target(loaded, ExportRequest(target="ov-int8", out=tmp_path / "b", eval_n=400, calibration=calib,
+                                                 bench=FAST, options={"float_precision": "bf16"}),
+                           shared_work["vit-tiny"])
+    d = report.to_dict()
+    assert report.passed and d["details"]["inference_precision"] == "bf16 for the float parts"
+    assert "bf" in d["runner"]["actual"]["INFERENCE_PRECISION_HINT"].lower()
+
+
+def test_ov_bf16_is_refused_up_front_on_a_cpu_without_bf16(tmp_path, monkeypatch):
+    # A fake CPU (the flags this machine would report without bf16): nothing is built or written.
+    import vitedge.targets.openvino as ovt
+    from vitedge.cli.main import main
+    from vitedge.cli.matrix_cmd import default_targets
+
+    monkeypatch.setattr(ovt, "cpu_flags", lambda: ["avx2", "fma", "avx512f", "avx512_vnni"])
+    assert main(["export", "vit-tiny", "--target", "ov-bf16", "--out", str(tmp_path / "b")]) == 5  # like a GPU
+    assert not (tmp_path / "b").exists()
+    assert "ov-bf16" not in default_targets() and "ov-fp32" in default_targets()
+    monkeypatch.setattr(ovt, "cpu_flags", lambda: ["avx2", "avx512_bf16"])
+    assert "ov-bf16" in default_targets()
 
 
 def test_ort_int8_keeps_attention_matmuls_float(tmp_path, models, shared_work):

@@ -90,6 +90,20 @@ def test_diagnose_pinpoints_the_injected_layers(tmp_path, outlier_model, calib, 
     assert "Top 10 most sensitive layers" in (tmp_path / "b" / "diagnose.md").read_text()
 
 
+def test_matrix_applies_the_budget_to_the_int8_targets_only(tmp_path, outlier_model):
+    _, ckpt = outlier_model
+    out = tmp_path / "m"
+    assert main(["matrix", str(ckpt), "--targets", "onnx-fp32,ort-int8", "--out", str(out), "--calib", "synthetic",
+                 "--eval-n", "1000", "--max-drop", "0.3", "--bench-budget", "0.5"]) == 0
+    cells = {c["target"]: c for c in (json.loads(f.read_text()) for f in (out / "cells").glob("*.json"))}
+    assert cells["onnx-fp32"]["fallback"] is None  # nothing to keep: fp32 runs as usual
+    fb = cells["ort-int8"]["fallback"]
+    assert fb["met"] and fb["before"]["drop_pts"] > 0.3 >= fb["after"]["drop_pts"]
+    assert cells["ort-int8"]["passed"] and set(fb["kept"]) <= INJECTED_ORT and fb["kept_count"] == len(fb["kept"]) > 0
+    md = (out / "matrix.md").read_text()
+    assert "Accuracy-aware fallback" in md and fb["kept"][0] in md
+
+
 def test_fp16_fallback_keeps_layers_in_fp32_and_reports_an_unmet_budget(tmp_path, capsys):
     import onnx
 

@@ -73,3 +73,27 @@ def test_fine_tune_from_a_timm_checkpoint(tmp_path):
     # The transformer blocks started from the checkpoint (moved by one short epoch, not re-drawn).
     moved = (loaded.module.blocks[0].attn.qkv.weight - src.blocks[0].attn.qkv.weight).abs().mean()
     assert moved < 0.1 * src.blocks[0].attn.qkv.weight.abs().mean()
+
+
+@pytest.mark.slow
+def test_resnet18_trains_and_exports_with_parity_like_any_model(tmp_path):
+    # ViT vs CNN (issue 15): timm's ResNet-18 goes through `vitedge train` and the export
+    # pipeline under the *trained* gate (fp32: max abs 1e-4, agreement 1.0; int8: accuracy and
+    # agreement), with BatchNorm folded by the exporters.
+    pytest.importorskip("timm")
+    from vitedge.calib.source import load_calibration
+    from vitedge.pipeline import BenchConfig, ExportRequest, export_target
+
+    result = train(TrainConfig(model="timm:resnet18", out=str(tmp_path / "r18.safetensors"), epochs=2,
+                               num_train=2000, img_size=32, batch_size=64, threads=2))
+    loaded = load_model(str(result.checkpoint))
+    assert loaded.card.arch == "timm:resnet18" and not loaded.card.untrained
+    assert result.card.metrics["test_top1"] > 0.3  # learned something: chance is 0.10
+    fast = BenchConfig(warmup=2, min_runs=5, budget_s=0.3)
+    fp32 = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "fp32", eval_n=500, bench=fast))
+    assert fp32.passed and fp32.parity.worst("max_abs") < 1e-4 and fp32.parity.worst("top1_agreement") == 1.0
+    calib = load_calibration("synthetic", loaded.card.preprocess, 200)
+    int8 = export_target(loaded, ExportRequest(target="ort-int8", out=tmp_path / "int8", eval_n=500, bench=fast,
+                                               calibration=calib))
+    d = int8.to_dict()
+    assert int8.passed and abs(d["accuracy"]["delta_pts"]) <= 0.5 and d["parity"]["top1_agreement"] >= 0.98

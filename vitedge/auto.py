@@ -50,37 +50,84 @@ class AutoResult:
     reason: str
 
 
-def _candidate_names(auto: str, calibration: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    names, skipped = [], []
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # the target name, plus "(option=value, ...)" for an option variant
+    target: str
+    options: dict[str, Any]  # the request's options with the variant's on top
+    slot: str  # its scratch directory name
+
+
+def candidates_for(auto: str, request: ExportRequest, card: Any) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """The builds `auto` measures: each candidate target with the user's options, plus the option
+    variants the target declares for this model (`Target.auto_variants`) unless the user already
+    set those options. Returns (candidates, rows for the ones skipped and why)."""
+    out, skipped = [], []
     for target in auto_candidates(auto):
         name = target.name
         missing = target.missing()
         if missing:
             skipped.append({"target": name, "status": f"skipped: {', '.join(missing)} not installed"})
-        elif target.needs_calibration and calibration is None:
+            continue
+        if target.unsupported():
+            skipped.append({"target": name, "status": f"skipped: {target.unsupported()}"})
+            continue
+        if target.needs_calibration and request.calibration is None:
             skipped.append({"target": name, "status": "skipped: no calibration data (--calib)"})
-        else:
-            names.append(name)
-    return names, skipped
+            continue
+        out.append(Candidate(name, name, dict(request.options), name))
+        variants = target.auto_variants(card) if target.auto_variants else ()
+        for i, variant in enumerate(variants, 1):
+            target.make_options(variant)  # a variant that is not a valid option set is a plugin bug
+            if any(target.takes(k) and _field(target, k) in variant for k in request.options):
+                continue  # the user chose these options: build only what they asked for
+            label = f"{name} ({', '.join(f'{k}={v}' for k, v in variant.items())})"
+            out.append(Candidate(label, name, {**request.options, **variant}, f"{name}.v{i}"))
+    return out, skipped
+
+
+def _field(target: Any, key: str) -> str:
+    from vitedge.options import option_infos
+
+    return next(i.field for i in option_infos(target.options) if key in (i.key, i.field))
+
+
+def auto_export_config(request: ExportRequest) -> tuple[Any, str | None]:
+    """The export settings candidates are built with. auto measures one batch size, so unless the
+    user fixed one (--static-batch) the candidates are built for exactly that batch: a static
+    shape lets OpenVINO and ONNX Runtime plan memory and pick kernels once (measured on vit-tiny,
+    batch 1: ov-int8 0.72 ms static vs 1.00 ms dynamic, ort-int8 0.73 vs 0.80). Returns the config
+    and a note for the report (None when the user's setting is kept)."""
+    cfg = request.export
+    if cfg.static_batch is not None or cfg.dynamic_size:
+        return cfg, None
+    batch = request.bench.batch
+    return (replace(cfg, static_batch=batch),
+            f"candidates built with a static batch of {batch}, the batch auto measured (run_batched pads "
+            "or splits other batches; pass --static-batch N to choose for another batch)")
 
 
 def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-cpu") -> AutoResult:
     final = Path(request.out)
     if final.exists() and not request.force:
         raise OutputError(f"{final}: already exists; pass --force to replace it or choose another --out")
-    names, rows = _candidate_names(auto, request.calibration)
+    export_cfg, batch_note = auto_export_config(request)
+    request = replace(request, export=export_cfg)
+    candidates, rows = candidates_for(auto, request, loaded.card)
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.auto-", dir=final.parent))
     try:
         shared = SharedWork(scratch / "shared")
         reports: dict[str, ExportReport] = {}
-        for name in names:
-            stderr_console.print(f"[bold]{auto}[/]: candidate {name}")
+        slots: dict[str, str] = {}
+        for c in candidates:
+            stderr_console.print(f"[bold]{auto}[/]: candidate {c.label}")
             try:
-                reports[name] = export_target(
-                    loaded, replace(request, target=name, out=scratch / name, force=False), shared)
+                reports[c.label] = export_target(loaded, replace(
+                    request, target=c.target, out=scratch / c.slot, force=False, options=c.options), shared)
+                slots[c.label] = c.slot
             except VitedgeError as e:
-                rows.append({"target": name, "status": f"error: {e}"})
+                rows.append({"target": c.target, "candidate": c.label, "status": f"error: {e}"})
         passing = [n for n, r in reports.items() if r.passed]
         for n, r in reports.items():
             if not r.passed:
@@ -88,26 +135,28 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
         if not passing:
             raise ParityError(f"{auto}: no candidate passed its parity gate: "
                               + "; ".join(f"{r['target']}: {r['status']}" for r in rows))
-        together = _time_together(passing, reports, scratch, request)
+        together = _time_together(passing, reports, {n: scratch / slots[n] for n in passing}, request)
         chosen = choose({n: together[n].p50 for n in passing})
         for n in passing:
             rows.append(_row(n, reports[n], together[n], "chosen" if n == chosen else "passed"))
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
         reason = _explain(chosen, passing, together, reports)
-        _annotate(scratch / chosen, auto, rows, reason)
+        if batch_note:
+            reason += f"; {batch_note}"
+        _annotate(scratch / slots[chosen], auto, rows, reason)
         if final.exists():  # --force: move the old bundle aside first, then swap
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.rename(final, old)
-            os.rename(scratch / chosen, final)
+            os.rename(scratch / slots[chosen], final)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.rename(scratch / chosen, final)
+            os.rename(scratch / slots[chosen], final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return AutoResult(chosen, reports[chosen], rows, reason)
 
 
-def _time_together(names: list[str], reports: dict[str, ExportReport], scratch: Path,
+def _time_together(names: list[str], reports: dict[str, ExportReport], bundles: dict[str, Path],
                    request: ExportRequest) -> dict[str, LatencyStats]:
     """Every passing candidate timed side by side, each in its own process (the bundles are
     complete in `scratch`), one working at a time: in one process they slow each other down."""
@@ -120,7 +169,7 @@ def _time_together(names: list[str], reports: dict[str, ExportReport], scratch: 
     x = np.random.default_rng(7).standard_normal((batch, 3, h, w)).astype(np.float32)
     with make_progress() as progress:
         task = progress.add_task(f"timing {len(names)} candidates side by side (own processes)", total=100)
-        res = time_isolated([Contestant(n, scratch / n) for n in names], {batch: x}, threads,
+        res = time_isolated([Contestant(n, bundles[n]) for n in names], {batch: x}, threads,
                             warmup=request.bench.warmup, min_runs=request.bench.min_runs,
                             budget_s=max(request.bench.budget_s, 1.5 * len(names)),
                             on_round=lambda f: progress.update(task, completed=100 * f))
@@ -138,7 +187,7 @@ def choose(p50_ms: dict[str, float]) -> str:
 def _row(name: str, r: ExportReport, t: LatencyStats | None, status: str) -> dict[str, Any]:
     d = r.to_dict()
     acc = d["accuracy"]
-    return {"target": name, "status": status, "precision": r.precision,
+    return {"target": r.target, "candidate": name, "options": r.options, "status": status, "precision": r.precision,
             "accuracy": acc.get("artifact"), "delta_pts": acc.get("delta_pts"),
             "cosine_mean": d["parity"]["cosine_mean"], "top1_agreement": d["parity"]["top1_agreement"],
             "p50_ms": t.p50 if t else None, "p90_ms": t.p90 if t else None,
@@ -163,19 +212,24 @@ def _explain(chosen: str, passing: list[str], t: dict[str, LatencyStats], report
     return "; ".join(parts)
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A candidate's display name: the target, plus the option variant it was built with."""
+    return str(row.get("candidate") or row["target"])
+
+
 def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str) -> None:
     """Add the selection record to the chosen bundle and refresh its manifest."""
     from vitedge.bundle.manifest import MANIFEST, file_entries, save_manifest
 
     (bundle / "auto.json").write_text(json.dumps({"auto": auto, "reason": reason, "candidates": rows},
                                                  indent=2, default=str) + "\n")
-    lines = [f"# {auto}: chose {rows and next(r['target'] for r in rows if r['status'] == 'chosen')}", "",
-             reason, "", "| target | status | accuracy | delta pts | cosine mean | top-1 agr. | p50 ms | p90 ms | MB |",
+    lines = [f"# {auto}: chose {rows and next(_label(r) for r in rows if r['status'] == 'chosen')}", "",
+             reason, "", "| candidate | status | accuracy | delta pts | cosine mean | top-1 agr. | p50 ms | p90 ms | MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def f(v: Any, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
-        lines.append(f"| {r['target']} | {r['status']} | {f(r.get('accuracy'), '.2%')} | {f(r.get('delta_pts'), '+.2f')} | "
+        lines.append(f"| {_label(r)} | {r['status']} | {f(r.get('accuracy'), '.2%')} | {f(r.get('delta_pts'), '+.2f')} | "
                      f"{f(r.get('cosine_mean'), '.5f')} | {f(r.get('top1_agreement'), '.2%')} | {f(r.get('p50_ms'), '.3f')} | "
                      f"{f(r.get('p90_ms'), '.3f')} | {f(r.get('size_mb'), '.2f')} |")
     (bundle / "auto.md").write_text("\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ from vitedge.calib import synthetic
 from vitedge.calib.datasets import SYNTHETIC, eval_data, synthetic_split
 from vitedge.card import ModelCard
 from vitedge.errors import UsageError
+from vitedge.verify.parity import RANDOM_SET
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
     h, w = pre.input_size
     lo, hi = pre.input_range()
     rng = np.random.default_rng(spec.seed)
-    sets = {"random": rng.uniform(lo, hi, size=(spec.random_n, 3, h, w)).astype(np.float32)}
+    sets = {RANDOM_SET: rng.uniform(lo, hi, size=(spec.random_n, 3, h, w)).astype(np.float32)}
     if spec.data == SYNTHETIC and card.classes != synthetic.CLASSES:
         # Real images still exercise realistic numerics, but their labels mean nothing here.
         note = "accuracy not measured: the model was not trained on shapes10; pass --eval DIR"

@@ -167,13 +167,42 @@ def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance
 
 
 def time_stage(runners: dict[str, Runner], cfg: BenchConfig, input_shape: tuple[int, ...]) -> dict[str, LatencyStats]:
-    """p50/p90/... of each runner on one random batch (the static batch if the model has one)."""
-    batch = next((b for b in (static_batch(r) for r in runners.values()) if b), None) or cfg.batch
+    """p50/p90/... of each runner on one random batch (the static batch if the model has one),
+    interleaved in this process."""
+    batch = timing_batch(runners, cfg)
     x = np.random.default_rng(123).standard_normal((batch, *input_shape)).astype(np.float32)
     calls = {key: (lambda r=r, f={r.inputs()[0].name: x}: r.infer(f)) for key, r in runners.items()}
     return time_calls_with_progress(
         calls, batch, f"timing {' vs '.join(runners)} (batch {batch}, interleaved)",
         warmup=cfg.warmup, min_runs=cfg.min_runs, budget_s=cfg.budget_s)
+
+
+def timing_batch(runners: dict[str, Runner], cfg: BenchConfig) -> int:
+    return next((b for b in (static_batch(r) for r in runners.values()) if b), None) or cfg.batch
+
+
+def time_isolated_stage(bundle: Path, artifact: Artifact, loaded: LoadedModel, work_dir: Path, cfg: BenchConfig,
+                        threads: int, batch: int) -> dict[str, LatencyStats]:
+    """The same measurement with artifact and reference each in its own process, one working at
+    a time (BenchConfig.isolated). The reference process loads the module from a safetensors
+    copy; the artifact opens with its runtime's options, as the finished bundle will."""
+    from vitedge.bench.isolated import Contestant, time_isolated
+    from vitedge.models.checkpoint import save_checkpoint
+    from vitedge.progress import make_progress
+
+    ckpt = work_dir / "reference.safetensors"
+    save_checkpoint(ckpt, loaded.module, loaded.card)
+    h, w = loaded.card.preprocess.input_size
+    x = np.random.default_rng(123).standard_normal((batch, 3, h, w)).astype(np.float32)
+    contestants = [Contestant("artifact", bundle / artifact.main_file, runtime=artifact.runtime,
+                              runner_options=dict(artifact.runner_options or {})),
+                   Contestant("reference", ckpt, torch=True)]
+    with make_progress() as progress:
+        task = progress.add_task(f"timing artifact vs reference (batch {batch}, own processes)", total=100)
+        res = time_isolated(contestants, {batch: x}, threads, warmup=cfg.warmup, min_runs=cfg.min_runs,
+                            budget_s=cfg.budget_s, on_round=lambda f: progress.update(task, completed=100 * f))
+        progress.update(task, completed=100)
+    return res[batch].stats
 
 
 def write_stage(bundle: Path, report: ExportReport, inputs: ParityInputs, ref_out: dict[str, dict[str, np.ndarray]],
@@ -213,9 +242,13 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
         ref_cache = shared.reference(loaded, spec) if shared else {}
         with reference, runner:
             parity, art_out = run_stage(reference, runner, inputs, tolerance, request.parity_batch, ref_cache)
-            latency = time_stage({"artifact": runner, "reference": reference}, request.bench, shape)
+            if not request.bench.isolated:
+                latency = time_stage({"artifact": runner, "reference": reference}, request.bench, shape)
+            batch = timing_batch({"artifact": runner}, request.bench)
             runner_info, reference_info = runner.info(), reference.info()
             batch_dim = static_batch(runner)
+        if request.bench.isolated:  # after closing this process's runners: they would compete
+            latency = time_isolated_stage(bundle, artifact, loaded, work_dir, request.bench, threads, batch)
 
         report = ExportReport(
             target=target.name, precision=target.precision, out=request.out, artifact=artifact,
@@ -225,6 +258,8 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             seconds=time.perf_counter() - t0, card=card, system=system_info(), notes=[],
             calibration=request.calibration.provenance() if request.calibration and target.needs_calibration else None,
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
+            latency_measured=("artifact and reference each in its own process, one at a time"
+                              if request.bench.isolated else "interleaved in one process"),
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)

@@ -36,6 +36,7 @@ class ExportReport:
     fallback: dict[str, Any] | None = None
     options: dict[str, Any] | None = None  # the target's options as used
     batch_dim: int | None = None  # the artifact's fixed batch size, None if dynamic
+    latency_measured: str = "interleaved in one process"  # or in own processes (BenchConfig.isolated)
 
     @property
     def passed(self) -> bool:
@@ -62,6 +63,7 @@ class ExportReport:
                          "delta_pts": acc.get("delta_pts"), "n": acc.get("n"), "data": acc.get("data")},
             "latency_ms": {k: v.to_dict() for k, v in self.latency.items()},
             "speedup_vs_reference": self.speedup,
+            "latency_measured": self.latency_measured,
             "runner": self.runner_info,
             "reference_runner": self.reference_info,
             "export": self.export_info,

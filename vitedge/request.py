@@ -17,6 +17,12 @@ class BenchConfig:
     warmup: int = 10
     min_runs: int = 30
     budget_s: float = 3.0
+    # Time artifact and reference each in its own process, one working at a time
+    # (vitedge.bench.isolated): in one process torch's OpenMP workers spin into the other
+    # runtime's blocks (measured up to 1.14x on vit-tiny). `vitedge export` turns it on; callers
+    # that re-time everything side by side afterwards (matrix, auto) keep the cheaper
+    # in-process timing, which spawns nothing.
+    isolated: bool = False
 
 
 @dataclass(frozen=True)

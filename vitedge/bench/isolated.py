@@ -46,6 +46,10 @@ class Contestant:
     # infer(), activate(), deactivate()); for contestants that are built, not opened (benchmarks'
     # peers: torch.compile, a runtime with its own defaults). The module must be importable there.
     factory: str = ""
+    # A bare model file opened with its runtime's options (an artifact before its bundle is
+    # complete: e.g. OpenVINO's pinned inference precision), instead of by its suffix.
+    runtime: str = ""
+    runner_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class IsolatedResult:
     cross_talk: dict[str, dict[str, float]] = field(default_factory=dict)
     not_quiet: int = 0  # blocks that started after QUIET_TIMEOUT_S without the others going quiet
     pids: dict[str, int] = field(default_factory=dict)
+    # per contestant: its first output for `time_isolated(collect=...)`, one image at a time
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
     def worst_cross_talk(self) -> float:
         shares = [c["other_cpu_s"] / c["wall_s"] for c in self.cross_talk.values() if c["wall_s"] > 0]
@@ -116,14 +122,28 @@ def _open(c: Contestant, threads: int | None) -> Any:
         loaded = load_model(str(c.path))
         h, w = loaded.card.preprocess.input_size
         return TorchRunner(loaded.module, (3, h, w), threads=threads)
-    from vitedge.runtimes.open import open_runner
+    from vitedge.runtimes.open import open_runner, runner_for
+
+    if c.runtime:
+        return runner_for(c.runtime, c.path, threads, c.runner_options)
 
     return open_runner(c.path, threads)
 
 
 def _worker(conn: Any, contestant: Contestant, threads: int | None) -> None:
-    """Open the runner, then serve ("input", x), ("block", seconds, rewarm, min_calls, max_calls)
-    and ("close",) until told to stop; every reply is ("ok", payload) or ("error", text)."""
+    """Open the runner, then serve ("input", x, warmup), ("block", seconds, rewarm, min_calls,
+    max_calls), ("outputs", x) and ("close",) until told to stop; every reply is ("ok", payload)
+    or ("error", text)."""
+    from vitedge.quiet import native_stderr
+
+    # Native libraries write banners straight to fd 2 when a runtime opens or first runs
+    # (XNNPACK's cpuinfo probing, oneDNN): held for the worker's life; errors reach the
+    # coordinator through the pipe.
+    with native_stderr():
+        _serve(conn, contestant, threads)
+
+
+def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
     from vitedge.quiet import quiet
 
     runner = None
@@ -142,6 +162,10 @@ def _worker(conn: Any, contestant: Contestant, threads: int | None) -> None:
                 for _ in range(msg[2]):
                     runner.infer(feed)
                 conn.send(("ok", None))
+            elif msg[0] == "outputs":  # one image at a time: static-batch-1 contestants take it too
+                name = runner.inputs()[0].name
+                conn.send(("ok", np.concatenate([_first_output(runner.infer({name: msg[1][i:i + 1]}))
+                                                 for i in range(len(msg[1]))])))
             elif msg[0] == "block":
                 _, seconds, rewarm, min_calls, max_calls = msg
                 for _ in range(rewarm):
@@ -159,6 +183,18 @@ def _worker(conn: Any, contestant: Contestant, threads: int | None) -> None:
         if runner is not None:
             runner.deactivate()
         conn.close()
+
+
+def _first_output(out: Any) -> np.ndarray:
+    """The first output of a vitedge Runner ({name: array}) or of a benchmark's callable (an
+    OpenVINO result, ONNX Runtime's list, a torch tensor)."""
+    if hasattr(out, "keys"):  # a mapping (not `values`: a torch.Tensor has a sparse .values())
+        out = next(iter(out.values()))
+    elif isinstance(out, (list, tuple)):
+        out = out[0]
+    if hasattr(out, "detach"):
+        out = out.detach().numpy()
+    return np.asarray(out, dtype=np.float32)
 
 
 class _Worker:
@@ -201,10 +237,13 @@ def time_isolated(
     block_s: float = 0.25,
     rewarm: int = 3,
     on_round: Callable[[float], None] | None = None,
+    collect: np.ndarray | None = None,
 ) -> dict[int, IsolatedResult]:
     """Time every contestant at every batch size in `inputs` ({batch: (B, C, H, W) array}), each
     in its own process, interleaved in blocks, one process working at a time (module docstring).
-    Same block/warm-up/budget rules as `vitedge.bench.latency.time_calls`, per batch size."""
+    Same block/warm-up/budget rules as `vitedge.bench.latency.time_calls`, per batch size.
+    `collect`: images every contestant also runs (before timing), so that what was timed can be
+    checked for accuracy too; their first outputs land in each result's `outputs`."""
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP initialised is not safe
     workers = [_Worker(ctx, c, threads) for c in contestants]
     results: dict[int, IsolatedResult] = {}
@@ -212,6 +251,7 @@ def time_isolated(
         for w in workers:
             w.call()  # opened
         pids = {w.name: w.proc.pid for w in workers if w.proc.pid is not None}
+        outputs = {w.name: w.call("outputs", collect) for w in workers} if collect is not None else {}
         for bi, (batch, x) in enumerate(inputs.items()):
             for w in workers:
                 w.call("input", x, warmup)
@@ -242,7 +282,8 @@ def time_isolated(
                 if n >= max_runs or (n >= min_runs and elapsed >= budget_s):
                     break
             results[batch] = IsolatedResult(
-                {name: summarize(v, batch, warmup) for name, v in samples.items()}, cross, not_quiet, dict(pids))
+                {name: summarize(v, batch, warmup) for name, v in samples.items()}, cross, not_quiet, dict(pids),
+                outputs)
     finally:
         for w in workers:
             w.close()

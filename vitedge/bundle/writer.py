@@ -111,8 +111,9 @@ def render_markdown(d: dict[str, Any]) -> str:
                   f"{fb['kept_count']} op(s) kept in float: " + ", ".join(f"`{k}`" for k in fb["kept_high_precision"])]
     ref, art = lat["reference"], lat["artifact"]
     lines += [
-        "", "## Latency (batch {b}, {t} threads, interleaved, {n} timed runs each)".format(
-            b=art["batch"], t=d["runner"].get("threads", "?"), n=min(art["runs"], ref["runs"])),
+        "", "## Latency (batch {b}, {t} threads, {how}, {n} timed runs each)".format(
+            b=art["batch"], t=d["runner"].get("threads", "?"), n=min(art["runs"], ref["runs"]),
+            how=d.get("latency_measured", "interleaved in one process")),
         "",
         "| runner | min | p50 | p90 | p99 | max | mean | images/s |",
         "|---|---|---|---|---|---|---|---|",

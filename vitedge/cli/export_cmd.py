@@ -52,8 +52,9 @@ def targets_command(
     for col in ("target", "runtime", "precision", "calibration", "here", "description"):
         table.add_column(col)
     for t in all_targets():
-        missing = t.missing()
-        here = ("kit" if t.kit else "yes") if not missing else f"no ({', '.join(missing)} missing)"
+        missing, unsupported = t.missing(), t.unsupported()
+        here = (f"no ({', '.join(missing)} missing)" if missing else f"no ({unsupported})" if unsupported
+                else "kit" if t.kit else "yes")
         table.add_row(t.name, t.runtime, t.precision, "yes" if t.needs_calibration else "", here, t.description)
     for name in AUTO_DEVICES:
         candidates = ", ".join(t.name for t in auto_candidates(name))
@@ -167,12 +168,12 @@ def auto_calibration(card, calib: str | None, num_calib: int, seed: int):  # typ
 
 def print_auto(result) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"auto-cpu: chose {result.chosen}")
-    for col in ("target", "status", "accuracy", "delta pts", "cosine mean", "p50 ms", "MB"):
-        table.add_column(col, justify="left" if col in ("target", "status") else "right")
+    for col in ("candidate", "status", "accuracy", "delta pts", "cosine mean", "p50 ms", "MB"):
+        table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
     for r in result.candidates:
         def f(v, fmt):  # type: ignore[no-untyped-def]
             return "-" if v is None else format(v, fmt)
-        table.add_row(r["target"], r["status"][:60], f(r.get("accuracy"), ".2%"), f(r.get("delta_pts"), "+.2f"),
+        table.add_row(r.get("candidate") or r["target"], r["status"][:60], f(r.get("accuracy"), ".2%"), f(r.get("delta_pts"), "+.2f"),
                       f(r.get("cosine_mean"), ".5f"), f(r.get("p50_ms"), ".3f"), f(r.get("size_mb"), ".2f"))
     console.print(table)
     console.print(result.reason)
@@ -270,7 +271,7 @@ def export_command(
         threads=threads, seed=seed,
         tolerance={"max_abs": tol_max_abs, "cosine_min": tol_cosine_min, "cosine_mean": tol_cosine_mean,
                    "top1_agreement": tol_top1_agreement, "max_accuracy_drop": tol_accuracy_drop},
-        bench=BenchConfig(budget_s=bench_budget), calibration=calibration, options=values,
+        bench=BenchConfig(budget_s=bench_budget, isolated=not is_auto), calibration=calibration, options=values,
         budget=budget, fallback_n=fallback_n,
     )
     if is_auto:

@@ -36,7 +36,7 @@ def default_targets() -> list[str]:
     """Every matrix target that can run (or, for a kit, be prepared) on this machine."""
     from vitedge.targets.registry import all_targets
 
-    return [t.name for t in all_targets() if t.in_matrix and not t.missing()]
+    return [t.name for t in all_targets() if t.in_matrix and not t.missing() and not t.unsupported()]
 
 
 @app.command("matrix")
@@ -60,6 +60,8 @@ def matrix_command(
     bench_budget: Annotated[float, typer.Option(help="Seconds of side-by-side timing per batch size.")] = 10.0,
     seed: SeedOpt = 0,
     option: OptionOpt = None,
+    max_drop: Annotated[float | None, typer.Option(help="Accuracy budget (pts) for the targets that can keep layers in higher precision (as `export --max-drop`); the others run as usual.", rich_help_panel="Accuracy-aware fallback")] = None,
+    min_cosine: Annotated[float | None, typer.Option(help="Mean logit cosine budget for those targets (as `export --min-cosine`).", rich_help_panel="Accuracy-aware fallback")] = None,
 ) -> None:
     """Export MODEL to many targets and compare them side by side: table, JSON and Pareto plot.
 
@@ -97,6 +99,11 @@ def matrix_command(
         raise UsageError(f"--batch-sweep {batch_sweep!r}: expected integers like 1,8") from None
     if not batches or min(batches) < 1:
         raise UsageError("--batch-sweep sizes must be >= 1")
+    budget = None
+    if max_drop is not None or min_cosine is not None:
+        from vitedge.fallback import Budget
+
+        budget = Budget(max_drop=max_drop, min_cosine=min_cosine)
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
     calibration = None
     if any(get_target(t).needs_calibration for t in names):
@@ -113,12 +120,19 @@ def matrix_command(
     out.mkdir(parents=True, exist_ok=True)
     cells = []
     with tempfile.TemporaryDirectory(prefix="vitedge-matrix-") as tmp:
+        from dataclasses import replace
+
+        from vitedge.fallback import fallback_targets
+
+        budgeted = set(fallback_targets()) if budget else set()
         shared = SharedWork(Path(tmp))
         for i, t in enumerate(names, 1):
             console.print(f"[bold]matrix[/] {i}/{len(names)}: {loaded.card.arch} -> {t}")
-            from dataclasses import replace
-
-            cells.append(run_cell(loaded, replace(request, target=t), out, shared))
+            cell_request = replace(request, target=t)
+            if budget is not None and t in budgeted:  # as in `export`: the budget is also the cell's parity gate
+                cell_request = replace(cell_request, budget=budget, tolerance={
+                    "max_accuracy_drop": budget.max_drop, "cosine_mean": budget.min_cosine})
+            cells.append(run_cell(loaded, cell_request, out, shared))
     time_side_by_side(loaded, cells, out, n_threads, batches, bench_budget)
     written = merge(read_cells([out]), out)
     _print_table(written["json"])

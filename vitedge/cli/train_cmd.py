@@ -25,7 +25,7 @@ from vitedge.cli.main import app
 from vitedge.errors import UsageError
 
 DataOpt = Annotated[
-    str, typer.Option("--data", help="'synthetic' (built-in shapes10) or an image folder.")
+    str, typer.Option("--data", help="'synthetic' (built-in shapes10), an image folder, or an IDX data set directory (e.g. /usr/share/datasets/fashion-mnist).")
 ]
 
 
@@ -44,7 +44,7 @@ def train_command(
     augment: Annotated[str, typer.Option(help="auto (none for synthetic, light for folders) | light | none.")] = "auto",
     mixup: Annotated[float, typer.Option(help="Mixup alpha (0 = off).")] = 0.0,
     cutmix: Annotated[float, typer.Option(help="CutMix alpha (0 = off).")] = 0.0,
-    num_train: Annotated[int | None, typer.Option(help="Synthetic training images.")] = None,
+    num_train: Annotated[int | None, typer.Option(help="Training images (synthetic: how many to draw; an IDX data set: a seeded subset of its training part).")] = None,
     img_size: ImgSizeOpt = None,
     init: Annotated[Path | None, typer.Option(help="Fine-tune from these weights.")] = None,
     seed: Annotated[int, typer.Option(help="Seed (data order, augmentation, init).")] = 0,

@@ -66,6 +66,10 @@ def _cell_from_report(report: ExportReport, bundle: Path, out: Path) -> dict[str
                                                "speedup_vs_pytorch": d["speedup_vs_reference"],
                                                "measured": "in its own cell run"},
         "notes": d["notes"],
+        # What the accuracy-aware fallback kept in higher precision (matrix --max-drop), or None.
+        "fallback": None if not d.get("fallback") else {
+            k: d["fallback"][k] for k in ("budget_text", "met", "kept_count", "total_layers", "before", "after")
+        } | {"kept": [k.get("module") or k.get("label") for k in d["fallback"]["kept_high_precision"]]},
     }
 
 

@@ -52,7 +52,7 @@ def rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "top1_agreement": par.get("top1_agreement"), "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"),
             "speedup_vs_pytorch": lat.get("speedup_vs_pytorch"), "latency_measured": lat.get("measured"),
             "batch_sweep": c.get("batch_sweep"), "cpu": (c.get("system") or {}).get("cpu"),
-            "threads": c.get("threads"),
+            "threads": c.get("threads"), "fallback": c.get("fallback"),
         })
     order = {"passed": 0, "kit only, predicted": 1, "failed": 2}
     out.sort(key=lambda r: (r["model"], order.get(r["status"], 3), r["p50_ms"] if r["p50_ms"] is not None else 1e9))
@@ -86,6 +86,18 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
                 cells = [r["batch_sweep"].get(str(b)) for b in batches]
                 lines.append(f"| {r['target']} | " + " | ".join(
                     f"{c['p50']:.2f} / {c['throughput']:.0f}" if c else "-" for c in cells) + " |")
+        kept = [r for r in mrows if r.get("fallback")]
+        if kept:
+            lines += ["", "Accuracy-aware fallback (" + kept[0]["fallback"]["budget_text"] + "; drop measured on the "
+                      "search set, the table's accuracy on the held-out data):", "",
+                      "| target | drop before (pts) | drop after (pts) | budget met | kept in higher precision |",
+                      "|---|---|---|---|---|"]
+            for r in kept:
+                fb = r["fallback"]
+                names = ", ".join(fb["kept"]) or "none needed"
+                lines.append(f"| {r['target']} | {_fmt((fb.get('before') or {}).get('drop_pts'), '+.2f')} | "
+                             f"{_fmt((fb.get('after') or {}).get('drop_pts'), '+.2f')} | {'yes' if fb['met'] else 'no'} | "
+                             f"{fb['kept_count']} / {fb['total_layers']}: {names} |")
         measured = {r["latency_measured"] for r in mrows if r["latency_measured"]}
         lines += ["", "Latency measured: " + "; ".join(sorted(measured)) if measured else "", ""]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""OpenVINO targets: ov-fp32, ov-fp16 (FP16-compressed weights) and ov-int8 (NNCF PTQ).
+"""OpenVINO targets: ov-fp32, ov-fp16 (FP16-compressed weights), ov-bf16 (bf16 compute, CPUs
+with native bf16 only) and ov-int8 (NNCF PTQ).
 
 The IR is converted from the exported ONNX (default) or straight from the nn.Module
 (`ov_source="torch"`, through OpenVINO's TorchScript frontend); the report records which.
@@ -56,11 +57,21 @@ class OvInt8Options(OvOptions):
     ignore: tuple[str, ...] = opt((), "OpenVINO friendly names kept in float (the accuracy fallback adds to it)")
     ignore_types: tuple[str, ...] = opt((), "OpenVINO op types kept in float")
     quantize_head: bool = opt(False, "also quantise the classifier head (default float: see models.family)")
+    float_precision: str = opt("f32", "precision of the layers left in float (bf16: only on CPUs with native bf16)",
+                               choices=("f32", "bf16"))
     accuracy_control: bool = opt(False, "use NNCF's quantize_with_accuracy_control (needs --max-drop)")
 
 
 def native_fp16_cpu() -> bool:
     return any(f in cpu_flags() for f in ("avx512_fp16", "amx_fp16"))
+
+
+def _bf16_host() -> str | None:
+    """ov-bf16 needs native bf16 arithmetic; elsewhere OpenVINO would emulate it slowly or fall
+    back to f32, and the artifact would not be what it says."""
+    if any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16")):
+        return None
+    return "its CPU has no native bf16 arithmetic (avx512_bf16 / amx_bf16); use ov-fp32 or ov-int8"
 
 
 def convert(ctx: BuildContext) -> tuple[Any, str]:
@@ -113,6 +124,16 @@ def build_ov_fp16(ctx: BuildContext) -> Artifact:
     return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": precision},
                     details={"converted_from": source, "weights": "f16 (compress_to_fp16)",
                              "inference_precision": precision}, notes=notes)
+
+
+def build_ov_bf16(ctx: BuildContext) -> Artifact:
+    """What OpenVINO does by default on CPUs with bf16, made explicit: fp32 weights in the IR
+    (the plugin converts them once at compile time), every float layer computed in bf16."""
+    model, source = convert(ctx)
+    files = _save(ctx, model, compress_to_fp16=False)
+    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "bf16"},
+                    details={"converted_from": source, "weights": "f32 (converted to bf16 when compiled)",
+                             "inference_precision": "bf16"})
 
 
 def nncf_quantize(model: Any, ctx: BuildContext, cfg: OvInt8Options) -> tuple[Any, dict[str, Any]]:
@@ -270,14 +291,36 @@ def build_ov_int8(ctx: BuildContext) -> Artifact:
                         details={"converted_from": source, **ac, "calibration": ctx.calibration.provenance()})
     quantized, details = nncf_quantize(model, ctx, cfg)
     files = _save(ctx, quantized, compress_to_fp16=False)
-    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "f32"},
+    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": cfg.float_precision},
                     details={"converted_from": source, **details,
-                             "inference_precision": "f32 for the float parts"})
+                             "inference_precision": f"{cfg.float_precision} for the float parts"})
 
 
 def _preflight(options: OvInt8Options, budget: Any) -> None:
     if options.accuracy_control and (budget is None or budget.max_drop is None):
         raise UsageError("--ov-accuracy-control needs --max-drop")
+    if options.float_precision == "bf16" and _bf16_host():
+        raise UsageError(f"--ov-float-precision bf16: {_bf16_host()}")
+
+
+def _auto_variants(card: Any) -> tuple[dict[str, Any], ...]:
+    """What auto-cpu also builds and times, because it is often faster and only the parity gate
+    can say whether it is accurate enough:
+    - on ViTs, NNCF's default model type: it also quantises the inputs of the residual Adds and
+      LayerNorms (MVN), which the transformer type keeps float (vit-tiny: 69 activation
+      quantisers instead of 37), so int8 flows between layers with fewer conversions, and it
+      skips SmoothQuant. vit-tiny, static batch 1, 2 threads: 0.62 ms vs 0.72 ms;
+    - on CPUs with native bf16, the float layers (LayerNorm, GELU, Softmax, ...) in bf16, as
+      OpenVINO does by default there: at 224 px these layers are a large share of the time
+      (timm convnext_tiny: see benchmarks/RESULTS.md); on vit-tiny the conversions cost more
+      than they save, which the timing shows."""
+    from vitedge.models.family import recipe_for
+
+    model_types: list[dict[str, Any]] = [{}]
+    if recipe_for(card.family).nncf_transformer:
+        model_types.append({"transformer": False})
+    floats: list[dict[str, Any]] = [{}] if _bf16_host() else [{}, {"float_precision": "bf16"}]
+    return tuple({**m, **f} for m in model_types for f in floats if m or f)
 
 
 def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -294,7 +337,10 @@ register_target(Target(
     name="ov-fp16", precision="fp16", build=build_ov_fp16, options=OvOptions, auto=("x86",), **_OV,
     description="OpenVINO IR, fp16-compressed weights (f16 compute only on CPUs with native fp16)"))
 register_target(Target(
+    name="ov-bf16", precision="bf16", build=build_ov_bf16, options=OvOptions, auto=("x86",), host_check=_bf16_host,
+    **_OV, description="OpenVINO IR computed in bf16 (the CPU plugin's default where the CPU has native bf16)"))
+register_target(Target(
     name="ov-int8", precision="int8", build=build_ov_int8, options=OvInt8Options, auto=("x86",),
-    needs_calibration=True, fallback_option="ignore", preflight=_preflight,
+    needs_calibration=True, fallback_option="ignore", preflight=_preflight, auto_variants=_auto_variants,
     **{**_OV, "requires": ("openvino", "nncf")},
     description="OpenVINO IR quantised by NNCF PTQ (transformer model type for ViTs, SmoothQuant)"))

@@ -58,9 +58,15 @@ class Target:
     fallback_option: str | None = None  # options field (node names) the accuracy-aware fallback extends
     diagnose: Callable[..., Any] | None = None  # (reference, artifact_file, x, work) -> Diagnosis; reference: fp32 ONNX path, or the module for source='module'
     auto: tuple[str, ...] = ()  # device classes whose auto-* target considers it ("x86", ...)
+    # (model card) -> option sets (field -> value) that auto-* also builds and times as extra
+    # candidates: settings that are often faster where only the parity gate can say whether the
+    # result is good enough. Empty when the defaults already are that setting for this model.
+    auto_variants: Callable[[Any], tuple[dict[str, Any], ...]] | None = None
     in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
     dynamic_size: bool = False  # its artifact keeps the ONNX export's dynamic height/width (--dynamic-size)
     preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
+    # () -> why this machine cannot run its artifact (a CPU feature it needs), or None if it can.
+    host_check: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -89,11 +95,17 @@ class Target:
                 out.append(mod)
         return out
 
+    def unsupported(self) -> str | None:
+        return self.host_check() if self.host_check else None
+
     def check_installed(self) -> None:
         missing = self.missing()
         if missing:
             extra = f"pip install 'vitedge[{self.extra}]'" if self.extra else "see README"
             raise MissingDependencyError(f"target {self.name} needs {', '.join(missing)}; {extra}")
+        reason = self.unsupported()
+        if reason:
+            raise MissingDependencyError(f"target {self.name} cannot run on this machine: {reason}")
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         return build_options(self.options, dict(values or {}), where=f"target {self.name}")

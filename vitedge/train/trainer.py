@@ -47,7 +47,7 @@ class TrainConfig:
     # rotation and colour, and extra augmentation only slowed convergence in our runs),
     # light (flip + 4 px translation) for image folders.
     augment: str = "auto"  # auto | light | none
-    num_train: int | None = None  # synthetic only: number of training images
+    num_train: int | None = None  # synthetic: images drawn; IDX: a seeded subset of the training part
     img_size: int | None = None
     init: str | None = None  # fine-tune from these weights (timm or vitedge checkpoint)
     seed: int = 0

@@ -40,6 +40,8 @@ class OutputStats:
     err_spread: float = 0.0  # max |error| of the centred logits / mean per-sample logit range of the reference
 
 
+RANDOM_SET = "random"  # the input set of seeded noise tensors (vitedge.inputs.parity_inputs)
+
 _HIGHER_IS_WORSE = {"max_abs", "mean_abs", "median_abs", "max_rel", "mean_rel", "median_rel",
                     "nan", "inf", "err_spread"}
 _LIMIT_IS_MAX = {"max_abs", "accuracy_drop", "err_spread"}
@@ -75,6 +77,15 @@ class ParityResult:
         vals = [getattr(s, metric) for sets in self.outputs.values() for s in sets.values()]
         return max(vals) if metric in _HIGHER_IS_WORSE else min(vals)
 
+    def agreement(self) -> float:
+        """Top-1 agreement as gated: on the real images when there are any. The seeded noise
+        inputs (RANDOM_SET, 16 by default) have near-tied logits, and one flip
+        among 16 is 6.25 points, far coarser than any agreement gate (measured: convnext-zepto
+        trained on Fashion-MNIST, ort-int8 99.47% on 10,000 test images but 15/16 on noise). They
+        still gate max_abs and cosine, and agreement when they are all there is."""
+        vals = [s.top1_agreement for sets in self.outputs.values() for k, s in sets.items() if k != RANDOM_SET]
+        return min(vals) if vals else self.worst("top1_agreement")
+
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
@@ -84,7 +95,7 @@ class ParityResult:
             "max_abs": self.worst("max_abs"),
             "cosine_min": self.worst("cosine_min"),
             "cosine_mean": self.worst("cosine_mean"),
-            "top1_agreement": self.worst("top1_agreement"),
+            "top1_agreement": self.agreement(),
             "top5_agreement": self.worst("top5_agreement"),
             "sqnr_db": self.worst("sqnr_db"),
             "err_spread": self.worst("err_spread"),
@@ -175,7 +186,7 @@ def compare(
         v = result.worst("err_spread")
         checks.append(Check("err_spread", v, tolerance.max_err_spread, v <= tolerance.max_err_spread))
     if tolerance.top1_agreement is not None:
-        v = result.worst("top1_agreement")
+        v = result.agreement()
         checks.append(Check("top1_agreement", v, tolerance.top1_agreement, v >= tolerance.top1_agreement))
     if tolerance.max_accuracy_drop is not None and accuracy is not None:
         drop = max(0.0, -accuracy["delta_pts"])
