@@ -44,3 +44,23 @@ def test_agreement_still_fails_on_real_images_and_on_noise_when_it_is_all_there_
     ref_rnd, art_rnd = _logits(16, 1, 1)
     only_noise = compare({RANDOM_SET: {"logits": ref_rnd}}, {RANDOM_SET: {"logits": art_rnd}}, tolerance_for("int8"))
     assert not only_noise.passed and only_noise.agreement() == 0.9375
+
+
+def test_int8_is_judged_on_images_and_float_precisions_on_noise_too():
+    # Calibrated INT8 meets out-of-distribution noise with scales fitted to images: its cosine
+    # floors read the images; fp16/bf16 have no calibration, so noise inputs gate them as well.
+    rng = np.random.default_rng(0)
+    ref_img = rng.standard_normal((500, 10)).astype(np.float32)
+    ref_rnd = rng.standard_normal((16, 10)).astype(np.float32)
+    art_img = ref_img + 0.01 * rng.standard_normal(ref_img.shape).astype(np.float32)
+    art_rnd = ref_rnd.copy()
+    art_rnd[0] = -ref_rnd[0]  # one noise input badly off: cosine -1
+    ref = {RANDOM_SET: {"logits": ref_rnd}, "images": {"logits": ref_img}}
+    art = {RANDOM_SET: {"logits": art_rnd}, "images": {"logits": art_img}}
+    int8 = compare(ref, art, tolerance_for("int8"))
+    assert int8.worst("cosine_min") < 0 < 0.95 < int8.gated("cosine_min")
+    assert int8.passed and int8.to_dict()["cosine_min"] == int8.gated("cosine_min")
+    fp16 = compare(ref, art, tolerance_for("fp16"))
+    assert not fp16.passed and "cosine_min" in {c.metric for c in fp16.failures()}
+    untrained = compare(ref, art, tolerance_for("int8", untrained=True))
+    assert untrained.passed  # the untrained INT8 gate reads the images as well

@@ -90,14 +90,15 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
         if kept:
             lines += ["", "Accuracy-aware fallback (" + kept[0]["fallback"]["budget_text"] + "; drop measured on the "
                       "search set, the table's accuracy on the held-out data):", "",
-                      "| target | drop before (pts) | drop after (pts) | budget met | kept in higher precision |",
+                      "| target | plain INT8 drop (pts) | after fallback (pts) | budget met | kept in higher precision |",
                       "|---|---|---|---|---|"]
             for r in kept:
                 fb = r["fallback"]
-                names = ", ".join(fb["kept"]) or "none needed"
-                lines.append(f"| {r['target']} | {_fmt((fb.get('before') or {}).get('drop_pts'), '+.2f')} | "
-                             f"{_fmt((fb.get('after') or {}).get('drop_pts'), '+.2f')} | {'yes' if fb['met'] else 'no'} | "
-                             f"{fb['kept_count']} / {fb['total_layers']}: {names} |")
+                names = (f"{fb['kept_count']} / {fb['total_layers']}: {', '.join(fb['kept'])}" if fb["kept_count"]
+                         else "none needed")
+                lines.append(f"| {r['target']} | {_fmt((fb.get('before') or {}).get('drop_pts'), '.2f')} | "
+                             f"{_fmt((fb.get('after') or {}).get('drop_pts'), '.2f')} | {'yes' if fb['met'] else 'no'} | "
+                             f"{names} |")
         measured = {r["latency_measured"] for r in mrows if r["latency_measured"]}
         lines += ["", "Latency measured: " + "; ".join(sorted(measured)) if measured else "", ""]
     return "\n".join(lines)

@@ -34,6 +34,11 @@ class Tolerance:
     max_accuracy_drop: float | None = None  # percentage points
     sqnr_db: float | None = None  # min SQNR of the centred logits (dB)
     max_err_spread: float | None = None  # max |error| / mean logit range
+    # Whether the seeded noise inputs are held to the cosine / SQNR / spread floors too. Not for
+    # calibrated INT8: its scales are fitted to images, noise is out of distribution by design
+    # (measured: timm vit_small untrained, NNCF default model type, 22 dB on images, 12 dB on
+    # noise); noise still gates max_abs and finiteness, and every set's numbers are reported.
+    noise_gated: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +57,7 @@ TOLERANCES: dict[str, Tolerance] = {
                       max_accuracy_drop=0.2),
     # int8: the accuracy budget is what matters; agreement catches silent class swaps.
     "int8": Tolerance(max_abs=None, cosine_min=0.95, cosine_mean=0.998, top1_agreement=0.98,
-                      max_accuracy_drop=0.5),
+                      max_accuracy_drop=0.5, noise_gated=False),
 }
 
 
@@ -69,7 +74,7 @@ UNTRAINED: dict[str, Tolerance] = {
     # and no error above a third of the logit range; a broken one (wrong scales, an outlier
     # layer quantised per tensor) lands near 0-8 dB (measured: swin_tiny ov-int8 with its
     # classifier head quantised, 6.7 dB).
-    "int8": Tolerance(cosine_min=0.9, cosine_mean=0.98, sqnr_db=15.0, max_err_spread=0.33),
+    "int8": Tolerance(cosine_min=0.9, cosine_mean=0.98, sqnr_db=15.0, max_err_spread=0.33, noise_gated=False),
 }
 UNTRAINED_NOTE = ("untrained weights (random init): judged on cosine, SQNR of the centred logits and "
                   "max error / logit spread; top-1 agreement and accuracy are reported, not gated "
