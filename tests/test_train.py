@@ -84,11 +84,13 @@ def test_resnet18_trains_and_exports_with_parity_like_any_model(tmp_path):
     from vitedge.calib.source import load_calibration
     from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 
-    result = train(TrainConfig(model="timm:resnet18", out=str(tmp_path / "r18.safetensors"), epochs=2,
-                               num_train=2000, img_size=32, batch_size=64, threads=2))
+    result = train(TrainConfig(model="timm:resnet18", out=str(tmp_path / "r18.safetensors"), epochs=4,
+                               num_train=3000, img_size=32, batch_size=64, threads=2))
     loaded = load_model(str(result.checkpoint))
     assert loaded.card.arch == "timm:resnet18" and not loaded.card.untrained
-    assert result.card.metrics["test_top1"] > 0.3  # learned something: chance is 0.10
+    # Learned something (chance is 0.10 +- 0.007 on 2,000 test images; 2 epochs on 2,000 images
+    # gave 0.27 under this seed, more data and epochs more).
+    assert result.card.metrics["test_top1"] > 0.3
     fast = BenchConfig(warmup=2, min_runs=5, budget_s=0.3)
     fp32 = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "fp32", eval_n=500, bench=fast))
     assert fp32.passed and fp32.parity.worst("max_abs") < 1e-4 and fp32.parity.worst("top1_agreement") == 1.0
