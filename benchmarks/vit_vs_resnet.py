@@ -158,10 +158,13 @@ def main() -> int:
     scale = {m: flops224[m] / flops[m] for m in flops}
     vit_t = next(r["train_s"] for r in results if r["model"] == VIT)
     res_t = next(r["train_s"] for r in results if r["model"] == RESNET)
+    full = 60000 * 10 / (args.num_train * args.epochs)  # a full-data-set run relative to this one
     lines += ["", f"At the seed's 224 px the same budget costs ~{scale[VIT]:.0f}x (ViT-S/16: {flops224[VIT]:.1f} "
               f"GFLOP / image) and ~{scale[RESNET]:.0f}x (ResNet-18: {flops224[RESNET]:.1f}) more compute per image: "
-              f"about {vit_t * scale[VIT] / 3600:.1f} h and {res_t * scale[RESNET] / 3600:.1f} h of fine-tuning on "
-              "these 2 cores (FLOP-scaled from the times above), i.e. a GPU job.",
+              f"about {vit_t * scale[VIT] / 3600:.1f} h and {res_t * scale[RESNET] / 3600:.1f} h for this budget "
+              f"({args.num_train} images x {args.epochs} epochs) on these 2 cores (FLOP-scaled from the times above); "
+              f"60,000 images x 10 epochs would take ~{vit_t * scale[VIT] * full / 3600:.0f} h and "
+              f"~{res_t * scale[RESNET] * full / 3600:.0f} h here: a GPU job.",
               "", f"Whole run: {(time.perf_counter() - t_all) / 60:.1f} min.", ""]
     text = "\n".join(lines) + "\n"
     print(text)
