@@ -19,24 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _results import RESULTS, heading, publish, run
+
 FASHION = "/usr/share/datasets/fashion-mnist"
-
-
-def run(cmd: list[str]) -> float:
-    """Run one vitedge command (its output shown), return its wall time in seconds."""
-    print("$ " + shlex.join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def card_metrics(ckpt: Path) -> dict:
@@ -111,25 +100,16 @@ def main() -> int:
                     help="a checkpoint trained with labels on DATA (probed as the ceiling); repeatable")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="keep checkpoints here (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-
-    from vitedge.sysinfo import system_info
 
     t0 = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="vitedge-mae-"))
     work.mkdir(parents=True, exist_ok=True)
-    info = system_info()
-    lines = [f"## MAE pretraining + linear probe, fine-tuning from MAE vs scratch ({date.today().isoformat()})", "",
-             f"`python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}`; CPU: {info['cpu']}; flags: "
-             f"{', '.join(info['cpu_flags'])}; {args.threads} threads.", ""]
+    lines = heading("MAE pretraining + linear probe, fine-tuning from MAE vs scratch", args.threads)
     for data in args.data.split(","):
         lines += one_data_set(data, args, work)
-    lines.append(f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as f:
-        f.write("\n" + text)
+    publish(lines, args.out, t0)
     return 0
 
 

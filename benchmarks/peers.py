@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -320,24 +319,17 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="markdown file to append to")
     args = ap.parse_args()
 
-    from vitedge.sysinfo import system_info
+    from _results import heading, publish
 
     t0 = time.perf_counter()
     peaks = matmul_peaks(args.threads)
-    info = system_info()
-    lines = [f"## Peers: vitedge's auto-cpu pick vs the pipelines users would pick ({date.today().isoformat()})", "",
-             f"`python benchmarks/peers.py --models {args.models}`; CPU: {info['cpu']}; flags: "
-             f"{', '.join(info['cpu_flags'])}; {args.threads} threads, batch 1, each contestant in its own process. "
-             f"Matmul peaks here: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f}, int8 {peaks['int8']:.0f} GOP/s.",
-             ""]
+    lines = heading("Peers: vitedge's auto-cpu pick vs the pipelines users would pick", args.threads,
+                    f", batch 1, each contestant in its own process. Matmul peaks here: fp32 {peaks['fp32']:.0f}, "
+                    f"bf16 {peaks['bf16']:.0f}, int8 {peaks['int8']:.0f} GOP/s")
     for model in args.models.split(","):
         print(f"{model} ...", flush=True)
         lines += run_model(model, args.threads, args.budget, peaks)
-    lines.append(f"Whole run: {(time.perf_counter() - t0) / 60:.1f} min.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as f:
-        f.write("\n" + text)
+    publish(lines, args.out, t0)
     return 0
 
 

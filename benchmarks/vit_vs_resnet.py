@@ -22,25 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from _results import RESULTS, heading, publish, run
+
 FASHION = "/usr/share/datasets/fashion-mnist"
 VIT, RESNET = "timm:vit_small_patch16_224", "timm:resnet18"
 TARGETS = "onnx-fp32,ort-int8,ov-fp32,ov-int8,inductor-int8"
-
-
-def run(cmd: list[str]) -> float:
-    print("$ " + shlex.join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def gflops(model: str, size: int) -> float:
@@ -78,11 +68,10 @@ def main() -> int:
     ap.add_argument("--targets", default=TARGETS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
     from vitedge.models.checkpoint import read_card
-    from vitedge.sysinfo import system_info
 
     t_all = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="vitedge-vit-vs-resnet-"))
@@ -125,11 +114,9 @@ def main() -> int:
         r["matrix_s"] = run(cmd)
         edge[r["label"]] = best_artifacts(mdir)
 
-    info = system_info()
     data_name = "shapes10" if args.data == "synthetic" else Path(args.data).name
-    lines = [f"## ViT-S/16 vs ResNet-18 on {data_name} ({date.today().isoformat()})", "",
-             f"`python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}`; CPU: {info['cpu']}; flags: "
-             f"{', '.join(info['cpu_flags'])}; {args.threads} threads. {args.num_train} training images at "
+    lines = heading(f"ViT-S/16 vs ResNet-18 on {data_name}", args.threads) + [
+             f"{args.num_train} training images at "
              f"{args.img_size} px, {args.epochs} fine-tuning epochs for every model, top-1 on the test split. "
              "**No ImageNet weights were used**: the initialisations are named in the table.", "",
              "| model | initialisation | params | GFLOP / image | init time | fine-tune time | test top-1 |",
@@ -165,11 +152,8 @@ def main() -> int:
               f"({args.num_train} images x {args.epochs} epochs) on these 2 cores (FLOP-scaled from the times above); "
               f"60,000 images x 10 epochs would take ~{vit_t * scale[VIT] * full / 3600:.0f} h and "
               f"~{res_t * scale[RESNET] * full / 3600:.0f} h here: a GPU job.",
-              "", f"Whole run: {(time.perf_counter() - t_all) / 60:.1f} min.", ""]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "a") as fh:
-        fh.write("\n" + text)
+              ""]
+    publish(lines, args.out, t_all)
     return 0
 
 
