@@ -69,8 +69,9 @@ def candidates_for(auto: str, request: ExportRequest, card: Any) -> tuple[list[C
         if missing:
             skipped.append({"target": name, "status": f"skipped: {', '.join(missing)} not installed"})
             continue
-        if target.unsupported():
-            skipped.append({"target": name, "status": f"skipped: {target.unsupported()}"})
+        unsupported = target.unsupported()
+        if unsupported:
+            skipped.append({"target": name, "status": f"skipped: {unsupported}"})
             continue
         if target.needs_calibration and request.calibration is None:
             skipped.append({"target": name, "status": "skipped: no calibration data (--calib)"})
@@ -119,13 +120,12 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
     try:
         shared = SharedWork(scratch / "shared")
         reports: dict[str, ExportReport] = {}
-        slots: dict[str, str] = {}
+        slots = {c.label: c.slot for c in candidates}
         for c in candidates:
             stderr_console.print(f"[bold]{auto}[/]: candidate {c.label}")
             try:
                 reports[c.label] = export_target(loaded, replace(
                     request, target=c.target, out=scratch / c.slot, force=False, options=c.options), shared)
-                slots[c.label] = c.slot
             except VitedgeError as e:
                 rows.append({"target": c.target, "candidate": c.label, "status": f"error: {e}"})
         passing = [n for n, r in reports.items() if r.passed]
