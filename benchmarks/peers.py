@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import RESULTS, heading, publish
 
 MODELS = ("vit-tiny", "convnext-zepto", "timm:vit_small_patch16_224", "timm:convnext_tiny")
 # shapes10 test images every contestant runs for the parity gate: about 1e12 FLOP of work (~3 s
 # of eager PyTorch here), at least 64; an agreement gate of 99.5% needs hundreds of images.
 PARITY_FLOP = 1e12
-HERE = Path(__file__).resolve().parent
 
 
 # -- peers, built in the timing worker (so that each lives in its own process) ----------------------
@@ -316,10 +316,8 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budget", type=float, default=8.0, help="seconds of side-by-side timing per model")
-    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="markdown file to append to")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="markdown file to append to")
     args = ap.parse_args()
-
-    from _results import heading, publish
 
     t0 = time.perf_counter()
     peaks = matmul_peaks(args.threads)
