@@ -3,7 +3,7 @@ fastest among the candidates that passed, so INT8 wins only where its kernels pa
 
 from __future__ import annotations
 
-from vitedge.auto import _explain, auto_candidates, choose
+from vitedge.auto import _explain, _explain_threads, auto_candidates, choose, fewer_threads
 from vitedge.bench.latency import summarize
 
 # p50 ms measured side by side (shapes of real runs: vit-tiny on an AVX-512 VNNI CPU, and the
@@ -46,6 +46,41 @@ def test_a_candidate_that_failed_parity_is_never_offered_to_the_choice():
 
 def test_ties_break_by_name_so_the_pick_is_reproducible():
     assert choose({"b-target": 1.0, "a-target": 1.0}) == "a-target"
+
+
+def test_thread_counts_tried_halve_down_to_one():
+    assert fewer_threads(1) == [] and fewer_threads(2) == [1] and fewer_threads(8) == [4, 2, 1]
+    assert fewer_threads(6) == [3, 1]
+
+
+# p50 ms of the three fastest candidates re-timed on 2 and 1 threads (vit-tiny, 64 px, batch 1,
+# this machine kind: a second thread's synchronisation costs more than it saves) and ViT-S/16
+# at 224 px, where the work splits well.
+SMALL = {("ov-int8 (transformer=False)", 2): 0.854, ("ov-int8 (transformer=False)", 1): 0.669,
+         ("ort-int8", 2): 0.871, ("ort-int8", 1): 0.74}
+LARGE = {("ov-int8", 2): 8.3, ("ov-int8", 1): 15.9, ("ort-int8", 2): 9.4, ("ort-int8", 1): 17.8}
+
+
+def test_a_small_model_runs_on_fewer_threads_and_says_so():
+    name, threads = choose(SMALL)
+    assert (name, threads) == ("ov-int8 (transformer=False)", 1)
+    text = _explain_threads(name, threads, 2, SMALL)
+    assert "fastest on 1 of 2 threads" in text and "max_threads=1" in text
+
+
+def test_a_large_model_keeps_every_thread():
+    name, threads = choose(LARGE)
+    assert (name, threads) == ("ov-int8", 2)
+    assert "is fastest on all 2" in _explain_threads(name, threads, 2, LARGE)
+
+
+def test_the_re_timing_names_a_changed_pick():
+    text = _explain_threads("ort-int8", 1, 2, SMALL, first="ov-int8 (transformer=False)")
+    assert "ort-int8 (not ov-int8 (transformer=False)) runs fastest on 1 of 2 threads" in text
+
+
+def test_a_thread_tie_goes_to_fewer_threads():
+    assert choose({("a", 2): 1.0, ("a", 1): 1.0}) == ("a", 1)
 
 
 def test_auto_cpu_considers_the_new_inductor_target_and_no_eager_torchao():

@@ -138,6 +138,28 @@ def test_predict_returns_names_probabilities_and_logits(bundles):
         np.testing.assert_allclose(preds[0].logits, model.logits(np.asarray(data.images[:1]))[0], rtol=1e-6)
 
 
+def test_a_bundles_max_threads_caps_every_runner_opened_from_it(bundles, tmp_path, capsys):
+    """auto records max_threads when fewer threads measured faster; the runtime then gets that
+    many whatever the caller offers (its --threads is a budget), and a bad value is refused."""
+    from vitedge.runtimes.open import open_runner
+
+    b = _copy(bundles, tmp_path, "ov-fp32")
+    with open_runner(b, 2) as runner:
+        assert runner.info()["actual"]["INFERENCE_NUM_THREADS"] == "2"  # no cap yet
+    m = json.loads((b / MANIFEST).read_text())
+    m["artifact"]["max_threads"] = 1
+    save_manifest(b / MANIFEST, m)
+    for offered in (2, None):
+        with open_runner(b, offered) as runner:
+            assert runner.info()["actual"]["INFERENCE_NUM_THREADS"] == "1"
+    assert main(["bench", str(b), "--threads", "2", "--budget", "0.2"]) == 0
+    assert "1 threads (the bundle's max_threads" in " ".join(capsys.readouterr().out.split())
+    m["artifact"]["max_threads"] = 0
+    save_manifest(b / MANIFEST, m)
+    with pytest.raises(InputError, match="max_threads should be a positive integer"):
+        read_manifest(b)
+
+
 def test_eight_threads_get_the_same_results_as_one(bundles):
     for target in ("onnx-fp32", "ov-fp32"):
         with vitedge.load(str(bundles / target)) as model:

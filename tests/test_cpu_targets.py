@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from images import write_awkward_images
 
-from vitedge.auto import _explain, choose
+from vitedge.auto import _explain, choose, fewer_threads
 from vitedge.bench.latency import summarize
 from vitedge.calib.source import OrtCalibrationReader, load_calibration, nncf_dataset
 from vitedge.cli.main import main
 from vitedge.errors import InputError, UsageError
 from vitedge.models.resolve import load_model
 from vitedge.pipeline import BenchConfig, ExportRequest, SharedWork, export_target
+from vitedge.runtimes.base import default_threads
 
 pytestmark = pytest.mark.slow  # every CPU target built and timed (~2 min)
 
@@ -208,7 +209,19 @@ def test_auto_cpu_end_to_end(tmp_path, capsys):
     chosen = [r for r in auto["candidates"] if r["status"] == "chosen"]
     assert len(chosen) == 1
     passing = [r for r in auto["candidates"] if r["status"] in ("chosen", "passed")]
-    assert chosen[0]["p50_ms"] == min(r["p50_ms"] for r in passing)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["target"] == chosen[0]["target"] and "auto.md" in manifest["files"]
+    cores = default_threads()
+    if cores == 1:  # nothing fewer to try: the first side-by-side timing decides
+        assert chosen[0]["p50_ms"] == min(r["p50_ms"] for r in passing)
+        return
+    # The 3 fastest are re-timed together on every thread count tried; the pick is the fastest
+    # (candidate, threads) of that run, and the bundle records a thread count below all cores.
+    finalists = sorted(passing, key=lambda r: r["p50_ms"])[:3]
+    assert [r for r in passing if "p50_ms_by_threads" in r] == [r for r in passing if r in finalists]
+    best = min(((r["candidate"], int(t)) for r in finalists for t in r["p50_ms_by_threads"]),
+               key=lambda ct: next(r for r in finalists if r["candidate"] == ct[0])["p50_ms_by_threads"][str(ct[1])])
+    assert chosen[0]["candidate"] == best[0]
+    assert set(chosen[0]["p50_ms_by_threads"]) == {str(t) for t in [cores, *fewer_threads(cores)]}
+    assert manifest["artifact"].get("max_threads") == (best[1] if best[1] < cores else None)
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no scratch left behind

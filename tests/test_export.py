@@ -56,6 +56,32 @@ def test_dynamic_batch_1_and_5_on_the_same_file(vit):
             np.testing.assert_allclose(got, torch_logits(loaded.module, x), atol=1e-4)
 
 
+def test_openvino_targets_start_from_an_onnx_without_the_gemm_rewrite(vit, tmp_path):
+    """onnxslim's FusionGemm rewrites the MLPs' MatMul+Add on 3-D activations as Reshape -> Gemm
+    -> Reshape, which keeps OpenVINO from fusing each fc1's GELU into the FullyConnected (why:
+    vitedge.targets.openvino). The OpenVINO targets export without it; the others keep it."""
+    from vitedge.targets.registry import get_target
+
+    loaded = vit[0]
+    cfg = ExportConfig(static_batch=1)  # as auto builds them: the rewrite needs a static shape
+    assert get_target("onnx-fp32").export_config(cfg) is cfg
+    ov_cfg = get_target("ov-int8").export_config(cfg)
+    assert ov_cfg.slim_skip == ("FusionGemm",) and ov_cfg.static_batch == 1
+
+    def gemms(c, name):
+        info = export_onnx(loaded.module, loaded.card, tmp_path / name, c)
+        return [n.op_type for n in onnx.load(str(tmp_path / name)).graph.node].count("Gemm"), info
+
+    rewritten, _ = gemms(cfg, "default.onnx")
+    exporters_own, _ = gemms(ExportConfig(static_batch=1, slim=False), "raw.onnx")
+    kept, info = gemms(ov_cfg, "ov.onnx")
+    assert rewritten >= exporters_own + 12  # fc1 and fc2 of 6 blocks (else this test tests nothing)
+    assert kept == exporters_own and info.slim["skipped_fusions"] == ["FusionGemm"]
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with OpenVinoRunner(tmp_path / "ov.onnx", threads=2) as runner:
+        np.testing.assert_allclose(runner.infer({"input": x})["logits"], torch_logits(loaded.module, x), atol=1e-4)
+
+
 def test_metadata_round_trip(vit):
     loaded, path, _ = vit
     props = read_metadata(onnx.load(str(path), load_external_data=False))

@@ -228,11 +228,12 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             tempfile.TemporaryDirectory(prefix="vitedge-work-") as work:
         work_dir = Path(work)
         export_info = None
+        export_cfg = target.export_config(request.export)
         if target.needs_onnx:
-            export_info = (shared.onnx(loaded, request.export, work_dir) if shared
-                           else _export(loaded, request.export, work_dir))
+            export_info = (shared.onnx(loaded, export_cfg, work_dir) if shared
+                           else _export(loaded, export_cfg, work_dir))
         ctx = BuildContext(loaded=loaded, bundle_dir=bundle, work_dir=work_dir, onnx=export_info, options=options,
-                           export=request.export, calibration=request.calibration, threads=threads,
+                           export=export_cfg, calibration=request.calibration, threads=threads,
                            search=search, budget=request.budget)
         artifact, fallback = build_stage(target, ctx, request, search)
 

@@ -50,6 +50,7 @@ class Contestant:
     # complete: e.g. OpenVINO's pinned inference precision), instead of by its suffix.
     runtime: str = ""
     runner_options: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # its own thread count instead of time_isolated's (auto's thread choice)
 
 
 @dataclass
@@ -245,7 +246,7 @@ def time_isolated(
     `collect`: images every contestant also runs (before timing), so that what was timed can be
     checked for accuracy too; their first outputs land in each result's `outputs`."""
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP initialised is not safe
-    workers = [_Worker(ctx, c, threads) for c in contestants]
+    workers = [_Worker(ctx, c, c.threads or threads) for c in contestants]
     results: dict[int, IsolatedResult] = {}
     try:
         for w in workers:

@@ -95,6 +95,14 @@ class Manifest:
     def runner_options(self) -> dict[str, Any]:
         return dict(self.data["artifact"].get("runner_options", {}))
 
+    @property
+    def max_threads(self) -> int | None:
+        """Most threads worth giving the artifact: `auto` records it when fewer threads than it
+        was given measured faster on the device (a small model, where thread synchronisation
+        costs more than the split work saves). None: no limit."""
+        value = self.data["artifact"].get("max_threads")
+        return int(value) if value is not None else None
+
     def checksum_problems(self) -> list[str]:
         """Files whose size/sha256 differ from the manifest, or that are missing."""
         problems = []
@@ -172,6 +180,9 @@ def read_manifest(bundle: str | Path) -> Manifest:
         raise InputError(f"{path}: manifest artifact entry lacks 'file'")
     if not isinstance(data["artifact"].get("runner_options", {}), dict):
         raise InputError(f"{path}: manifest runner options should be a mapping")
+    max_threads = data["artifact"].get("max_threads")
+    if max_threads is not None and not (isinstance(max_threads, int) and max_threads >= 1):
+        raise InputError(f"{path}: manifest max_threads should be a positive integer")
     name = str(data["artifact"]["file"])
     if Path(name).is_absolute() or ".." in Path(name).parts:
         raise InputError(f"{path}: artifact path {name!r} leaves the bundle directory")

@@ -24,11 +24,21 @@ def _batches(text: str) -> list[int]:
     return out
 
 
+def _capped_note(artifact: Path) -> str:
+    from vitedge.bundle.manifest import MANIFEST, read_manifest
+
+    if not (artifact.is_dir() and (artifact / MANIFEST).is_file()):
+        return ""
+    cap = read_manifest(artifact).max_threads
+    return f" (the bundle's max_threads: auto measured it fastest on {cap})" if cap else ""
+
+
 @app.command("bench")
 def bench_command(
     artifact: Annotated[Path, typer.Argument(help="Bundle directory, or a model file any installed runtime opens (.onnx, OpenVINO .xml, .engine, ...).")],
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
-    threads: Annotated[int | None, typer.Option(help="Runtime threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Most runtime threads (default: all cores; a bundle chosen by "
+                                                     "auto may record fewer, its max_threads).")] = None,
     budget: Annotated[float, typer.Option(help="Seconds of timed runs per batch size.")] = 3.0,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up calls.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -64,7 +74,7 @@ def bench_command(
                                "results": results}, indent=2, default=str))
         return
     table = Table(title=f"{artifact} on {info.get('runtime')} {info.get('version', '')}, "
-                        f"{info.get('threads', '?')} threads")
+                        f"{info.get('threads', '?')} threads{_capped_note(artifact)}")
     for col in ("batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "images/s"):
         table.add_column(col, justify="right")
     for r in results:

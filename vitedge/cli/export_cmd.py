@@ -167,14 +167,18 @@ def auto_calibration(card, calib: str | None, num_calib: int, seed: int):  # typ
 
 
 def print_auto(result) -> None:  # type: ignore[no-untyped-def]
-    table = Table(title=f"auto-cpu: chose {result.chosen}")
-    for col in ("candidate", "status", "accuracy", "delta pts", "cosine mean", "p50 ms", "MB"):
+    from vitedge.auto import by_threads_text
+
+    chosen = result.chosen + (f" on {result.max_threads} thread(s)" if result.max_threads else "")
+    table = Table(title=f"auto-cpu: chose {chosen}")
+    for col in ("candidate", "status", "accuracy", "delta pts", "cosine mean", "p50 ms", "p50 ms on N threads", "MB"):
         table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
     for r in result.candidates:
         def f(v, fmt):  # type: ignore[no-untyped-def]
             return "-" if v is None else format(v, fmt)
         table.add_row(r.get("candidate") or r["target"], r["status"][:60], f(r.get("accuracy"), ".2%"), f(r.get("delta_pts"), "+.2f"),
-                      f(r.get("cosine_mean"), ".5f"), f(r.get("p50_ms"), ".3f"), f(r.get("size_mb"), ".2f"))
+                      f(r.get("cosine_mean"), ".5f"), f(r.get("p50_ms"), ".3f"), by_threads_text(r),
+                      f(r.get("size_mb"), ".2f"))
     console.print(table)
     console.print(result.reason)
 

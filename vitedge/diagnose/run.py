@@ -95,7 +95,7 @@ def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: i
         work = Path(tmp)
         static = manifest.data.get("input", {}).get("shape", ["batch"])[0]
         opset = (manifest.data.get("export") or {}).get("opset", ExportConfig.opset)
-        cfg = ExportConfig(opset=opset, static_batch=static if isinstance(static, int) else None)
+        cfg = target.export_config(ExportConfig(opset=opset, static_batch=static if isinstance(static, int) else None))
         if isinstance(static, int):
             x = x[: (len(x) // static) * static] if len(x) >= static else np.resize(x, (static, *x.shape[1:]))
         if target.source == "module":  # quantised from the module itself: rank on the module

@@ -23,6 +23,10 @@ class ExportConfig:
     max_batch: int = 1024  # upper bound recorded for the dynamic axis
     exporter: str = "auto"  # auto | dynamo | torchscript
     slim: bool = True
+    # onnxslim fusion patterns not applied (a target's `onnx_slim_skip`: see vitedge.targets.registry)
+    slim_skip: tuple[str, ...] = ()
+    # module rewrites applied before the export (a target's `export_rewrites`: vitedge.export.rewrites)
+    rewrites: tuple[str, ...] = ()
     external_data_threshold: int = TWO_GB  # weights above this go to a side file
 
     def __post_init__(self) -> None:

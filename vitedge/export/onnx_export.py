@@ -32,6 +32,7 @@ from vitedge.export.config import (  # noqa: F401  (re-exported: the exporter's 
     ExportConfig,
 )
 from vitedge.export.metadata import set_metadata
+from vitedge.export.rewrites import apply_rewrites
 from vitedge.quiet import quiet
 
 
@@ -45,11 +46,15 @@ class ExportInfo:
     fallback_reason: str | None = None
     slim: dict[str, Any] = field(default_factory=dict)
     dynamic_size: bool = False
+    rewrites: dict[str, int] = field(default_factory=dict)  # module rewrite -> layers it swapped
 
     def to_dict(self) -> dict[str, Any]:
-        return {"exporter": self.exporter, "opset": self.opset, "dynamic_batch": self.dynamic_batch,
-                "external_data": self.external_data, "fallback_reason": self.fallback_reason,
-                "slim": self.slim, "file": self.path.name, "dynamic_size": self.dynamic_size}
+        out = {"exporter": self.exporter, "opset": self.opset, "dynamic_batch": self.dynamic_batch,
+               "external_data": self.external_data, "fallback_reason": self.fallback_reason,
+               "slim": self.slim, "file": self.path.name, "dynamic_size": self.dynamic_size}
+        if self.rewrites:
+            out["rewrites"] = self.rewrites
+        return out
 
 
 def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx.ModelProto:
@@ -128,14 +133,17 @@ def _tag_modules(model: onnx.ModelProto, modules: dict[str, str]) -> None:
             node.metadata_props.add(key=MODULE_KEY, value=modules[node.name])
 
 
-def _slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+def _slim(model: onnx.ModelProto, skip: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict[str, Any]]:
     import onnxslim
 
     before = len(model.graph.node)
     with contextlib.redirect_stdout(io.StringIO()):
-        slimmed = onnxslim.slim(model)
-    return slimmed, {"tool": f"onnxslim {onnxslim.__version__}", "nodes_before": before,
-                     "nodes_after": len(slimmed.graph.node)}
+        slimmed = onnxslim.slim(model, skip_fusion_patterns=list(skip)) if skip else onnxslim.slim(model)
+    info: dict[str, Any] = {"tool": f"onnxslim {onnxslim.__version__}", "nodes_before": before,
+                            "nodes_after": len(slimmed.graph.node)}
+    if skip:
+        info["skipped_fusions"] = list(skip)
+    return slimmed, info
 
 
 def export_onnx(
@@ -144,7 +152,7 @@ def export_onnx(
 ) -> ExportInfo:
     """Export `module` to `path` (a final location the caller made safe, e.g. a temp dir)."""
     path = Path(path)
-    module = module.eval()
+    module, rewrites = apply_rewrites(module.eval(), cfg.rewrites)
     h, w = card.preprocess.input_size
     # Batch 2 for a dynamic export: torch.export specialises a size-1 dimension to the constant 1.
     batch = cfg.static_batch or 2
@@ -175,13 +183,13 @@ def export_onnx(
     modules = _node_modules(model)
     slim_info: dict[str, Any] = {}
     if cfg.slim:
-        model, slim_info = _slim(model)
+        model, slim_info = _slim(model, cfg.slim_skip)
     _tag_modules(model, modules)
     if _weight_bytes(model) < TWO_GB:  # protobuf cannot serialise more in one message
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     info = ExportInfo(path, exporter, opset, cfg.static_batch is None, False, fallback_reason, slim_info,
-                      dynamic_size=cfg.dynamic_size)
+                      dynamic_size=cfg.dynamic_size, rewrites=rewrites)
     props = {"vitedge.export": _json(info.to_dict()), **(extra_metadata or {})}
     set_metadata(model, card, props)
     info.external_data = save_onnx(model, path, cfg.external_data_threshold)

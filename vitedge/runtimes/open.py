@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vitedge.errors import InputError
-from vitedge.runtimes.base import Runner
+from vitedge.runtimes.base import Runner, default_threads
 from vitedge.runtimes.registry import get_runtime, runtime_for_file
 
 
@@ -28,12 +28,21 @@ def runner_for(runtime: str, path: Path, threads: int | None = None, options: di
     return runner
 
 
+def capped_threads(threads: int | None, max_threads: int | None) -> int | None:
+    """`threads` (None: every core) is the most a runner may use; a bundle whose artifact measured
+    faster on fewer (`Manifest.max_threads`) gets that many."""
+    if max_threads is None:
+        return threads
+    return min(threads or default_threads(), max_threads)
+
+
 def open_runner(source: Any, threads: int | None = None) -> Runner:
     """A runner for a bundle directory, a `Manifest`, or a bare model file (by its suffix)."""
     from vitedge.bundle.manifest import MANIFEST, Manifest, read_manifest
 
     if isinstance(source, Manifest):
-        return runner_for(source.runtime, source.main_file, threads, source.runner_options)
+        return runner_for(source.runtime, source.main_file, capped_threads(threads, source.max_threads),
+                          source.runner_options)
     path = Path(source)
     if path.is_dir() and (path / MANIFEST).is_file():
         return open_runner(read_manifest(path), threads)

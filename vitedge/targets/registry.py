@@ -19,7 +19,7 @@ import difflib
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vitedge.errors import MissingDependencyError, UsageError
@@ -67,6 +67,12 @@ class Target:
     preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
     # () -> why this machine cannot run its artifact (a CPU feature it needs), or None if it can.
     host_check: Callable[[], str | None] | None = None
+    # onnxslim fusion patterns its runtime does better without (the ONNX export it starts from
+    # skips them; `vitedge matrix` then exports once per distinct setting).
+    onnx_slim_skip: tuple[str, ...] = ()
+    # module rewrites (vitedge.export.rewrites) its ONNX export applies: same maths, a form its
+    # runtime runs faster
+    export_rewrites: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -78,6 +84,14 @@ class Target:
     @property
     def needs_onnx(self) -> bool:
         return self.source == "onnx"
+
+    def export_config(self, cfg: Any) -> Any:
+        """The ONNX export settings (an ExportConfig) this target starts from: `cfg` minus the
+        onnxslim fusions its runtime does better without, plus the module rewrites it asks for."""
+        if not (self.onnx_slim_skip or self.export_rewrites):
+            return cfg
+        return replace(cfg, slim_skip=tuple(sorted({*cfg.slim_skip, *self.onnx_slim_skip})),
+                       rewrites=tuple(sorted({*cfg.rewrites, *self.export_rewrites})))
 
     def missing(self) -> list[str]:
         """Modules this target needs that are not installed here. Found, not imported: importing

@@ -1,0 +1,94 @@
+"""Export-time module rewrites (vitedge.export.rewrites): same maths, a faster graph form."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vitedge.export.onnx_export import ExportConfig, export_onnx
+from vitedge.export.rewrites import apply_rewrites
+from vitedge.models.resolve import load_model
+from vitedge.runtimes.openvino_runner import OpenVinoRunner
+from vitedge.targets.registry import get_target
+
+CF = ("convnext-channels-first",)
+
+
+def _randomise(module: torch.nn.Module) -> None:
+    """Non-trivial layer scale, GRN and LayerNorm affine parameters (random init leaves them at
+    1e-6 / zero / one, where a rewrite that dropped them would still match)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith(("gamma", "beta", "norm.weight", "norm.bias")) or ".grn." in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if name.endswith("norm.weight") else 0.0))
+
+
+# (name, blocks with channels-last MLPs that must be swapped): timm's atto..nano use conv_mlp
+# (LayerNorm2d in NCHW blocks), tiny and up the channels-last MLP; the V2 models add GRN.
+CASES = [("convnext-zepto", 8), ("convnextv2-atto", 12), ("timm:convnext_atto", 0),
+         ("timm:convnext_atto/conv_mlp=False", 12), ("timm:convnextv2_atto", 0)]
+
+
+def _load(name):
+    if not name.startswith("timm:"):
+        return load_model(name, random_init=name != "convnext-zepto")
+    timm = pytest.importorskip("timm")
+    arch, _, kw = name.removeprefix("timm:").partition("/")
+    module = timm.create_model(arch, pretrained=False, **({"conv_mlp": False} if kw else {})).eval()
+    return module, (224, 224)
+
+
+@pytest.mark.parametrize("name, blocks", CASES)
+def test_channels_first_convnext_computes_the_same(name, blocks):
+    loaded = _load(name)
+    module, (h, w) = loaded if isinstance(loaded, tuple) else (loaded.module, loaded.card.preprocess.input_size)
+    _randomise(module)
+    before = _channels_last_layers(module)
+    assert len(before) >= blocks  # the model has what this case means to test
+    rewritten, counts = apply_rewrites(module, CF)
+    assert counts[CF[0]] >= max(blocks, 4) and rewritten is not module
+    assert not _channels_last_layers(rewritten)  # every channels-last layer was swapped
+    x = torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = module(x), rewritten(x)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    assert expected.std() > 0.1  # the comparison has something to compare
+
+
+def _channels_last_layers(module):
+    """Blocks that permute to channels-last, and permuting LayerNorm2d layers."""
+    return [m for m in module.modules() if (type(m).__name__ in ("ConvNeXtBlock", "Block")
+                                            and not getattr(m, "use_conv_mlp", False))
+            or type(m).__name__ == "LayerNorm2d"]
+
+
+def test_a_model_the_rewrite_does_not_know_is_left_alone():
+    loaded = load_model("vit-tiny")
+    same, counts = apply_rewrites(loaded.module, CF)
+    assert same is loaded.module and counts == {CF[0]: 0}
+    with pytest.raises(ValueError, match="unknown export rewrite"):
+        apply_rewrites(loaded.module, ("no-such-rewrite",))
+
+
+def test_openvino_targets_export_convnext_without_transposes(tmp_path):
+    """The OpenVINO targets ask for the rewrite (why: vitedge.export.rewrites); the graph they
+    start from has no Transpose, the default export has two per block, and both match PyTorch."""
+    loaded = load_model("convnext-zepto")
+    cfg = get_target("ov-int8").export_config(ExportConfig(static_batch=1))
+    assert cfg.rewrites == CF and get_target("ort-int8").export_config(ExportConfig()).rewrites == ()
+    info = export_onnx(loaded.module, loaded.card, tmp_path / "cf.onnx", cfg)
+    export_onnx(loaded.module, loaded.card, tmp_path / "default.onnx", ExportConfig(static_batch=1))
+    assert info.rewrites == {CF[0]: 14} and info.to_dict()["rewrites"] == {CF[0]: 14}
+
+    def transposes(name):
+        return [n.op_type for n in onnx.load(str(tmp_path / name)).graph.node].count("Transpose")
+
+    assert transposes("default.onnx") >= 2 * 8 and transposes("cf.onnx") == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = loaded.module(torch.from_numpy(x)).numpy()
+    with OpenVinoRunner(tmp_path / "cf.onnx", threads=2) as runner:
+        np.testing.assert_allclose(runner.infer({"input": x})["logits"], expected, atol=1e-4)
