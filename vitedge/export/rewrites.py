@@ -108,14 +108,15 @@ class _VitedgeBlock(nn.Module):
         return x + self.drop_path(y)
 
 
-def _convnext_swap(child: nn.Module) -> nn.Module | None:
-    """The channels-first replacement of one layer, or None if this rewrite does not know it."""
+def _convnext_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
+    """How to build the channels-first replacement of one layer, or None if this rewrite does not
+    know it (asked before anything is copied: most models have nothing to swap)."""
     from vitedge.models import convnext as own
 
     if isinstance(child, own.Block) and isinstance(child.grn, (nn.Identity, own.GRN)):
-        return _VitedgeBlock(child)
+        return _VitedgeBlock
     if type(child) is own.LayerNorm2d:
-        return ChannelsFirstLayerNorm(child)
+        return ChannelsFirstLayerNorm
     try:
         from timm.layers import LayerNorm as TimmLayerNorm
         from timm.layers import LayerNorm2d as TimmLayerNorm2d
@@ -128,37 +129,42 @@ def _convnext_swap(child: nn.Module) -> nn.Module | None:
             and type(child.norm) in (nn.LayerNorm, TimmLayerNorm) and len(child.norm.normalized_shape) == 1 \
             and isinstance(child.mlp, Mlp) and isinstance(child.mlp.fc1, nn.Linear) \
             and isinstance(child.mlp.norm, nn.Identity):
-        return _TimmBlock(child)
+        return _TimmBlock
     if type(child) is TimmLayerNorm2d:
-        return ChannelsFirstLayerNorm(child)
+        return ChannelsFirstLayerNorm
     return None
 
 
-REWRITES: dict[str, Callable[[nn.Module], nn.Module | None]] = {"convnext-channels-first": _convnext_swap}
+# name -> (layer -> the constructor of its replacement, or None)
+REWRITES: dict[str, Callable[[nn.Module], Callable[[nn.Module], nn.Module] | None]] = {
+    "convnext-channels-first": _convnext_swap}
 
 
 def apply_rewrites(module: nn.Module, names: tuple[str, ...]) -> tuple[nn.Module, dict[str, int]]:
     """A copy of `module` with every layer the named rewrites know swapped (the original is left
-    as it is), and how many layers each rewrite swapped. A rewrite that swaps nothing (another
-    model family) leaves the model as it was."""
+    as it is), and how many layers each rewrite swapped. A model with nothing to swap (another
+    family) is returned as it is, uncopied."""
     unknown = [n for n in names if n not in REWRITES]
     if unknown:
         raise ValueError(f"unknown export rewrite(s) {unknown}; known: {sorted(REWRITES)}")
     counts = dict.fromkeys(names, 0)
-    if not names:
-        return module, counts
-    out = copy.deepcopy(module)
 
-    def walk(parent: nn.Module) -> None:
+    def walk(parent: nn.Module, swap: bool) -> None:
         for child_name, child in list(parent.named_children()):
             for name in names:
-                swapped = REWRITES[name](child)
-                if swapped is not None:
-                    setattr(parent, child_name, swapped)
+                build = REWRITES[name](child)
+                if build is not None:
+                    if swap:
+                        setattr(parent, child_name, build(child))
                     counts[name] += 1
                     break
             else:
-                walk(child)
+                walk(child, swap)
 
-    walk(out)
-    return (out if any(counts.values()) else module), counts
+    walk(module, swap=False)
+    if not any(counts.values()):
+        return module, counts
+    counts = dict.fromkeys(names, 0)
+    out = copy.deepcopy(module)
+    walk(out, swap=True)
+    return out, counts
