@@ -171,25 +171,32 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
     return AutoResult(chosen, reports[chosen], rows, reason, max_threads)
 
 
-def _time_together(names: list[str], reports: dict[str, ExportReport], bundles: dict[str, Path],
-                   request: ExportRequest) -> dict[str, LatencyStats]:
-    """Every passing candidate timed side by side, each in its own process (the bundles are
-    complete in `scratch`), one working at a time: in one process they slow each other down."""
-    from vitedge.bench.isolated import Contestant, time_isolated
+def _time_side_by_side(contestants: list[Any], input_size: tuple[int, int], request: ExportRequest,
+                       what: str) -> dict[str, LatencyStats]:
+    """Bundles timed side by side, each in its own process (they are complete in `scratch`), one
+    working at a time: in one process they slow each other down. Stats by contestant name."""
+    from vitedge.bench.isolated import time_isolated
     from vitedge.progress import make_progress
 
-    threads = request.threads or default_threads()
     batch = request.export.static_batch or request.bench.batch
-    h, w = reports[names[0]].card.preprocess.input_size
-    x = np.random.default_rng(7).standard_normal((batch, 3, h, w)).astype(np.float32)
+    x = np.random.default_rng(7).standard_normal((batch, 3, *input_size)).astype(np.float32)
     with make_progress() as progress:
-        task = progress.add_task(f"timing {len(names)} candidates side by side (own processes)", total=100)
-        res = time_isolated([Contestant(n, bundles[n]) for n in names], {batch: x}, threads,
+        task = progress.add_task(f"timing {what} side by side (own processes)", total=100)
+        res = time_isolated(contestants, {batch: x}, request.threads or default_threads(),
                             warmup=request.bench.warmup, min_runs=request.bench.min_runs,
-                            budget_s=max(request.bench.budget_s, 1.5 * len(names)),
+                            budget_s=max(request.bench.budget_s, 1.5 * len(contestants)),
                             on_round=lambda f: progress.update(task, completed=100 * f))
         progress.update(task, completed=100)
     return res[batch].stats
+
+
+def _time_together(names: list[str], reports: dict[str, ExportReport], bundles: dict[str, Path],
+                   request: ExportRequest) -> dict[str, LatencyStats]:
+    """Every passing candidate, on all the threads it was given."""
+    from vitedge.bench.isolated import Contestant
+
+    return _time_side_by_side([Contestant(n, bundles[n]) for n in names],
+                              reports[names[0]].card.preprocess.input_size, request, f"{len(names)} candidates")
 
 
 def choose(p50_ms: dict[Any, Any]) -> Any:
@@ -218,25 +225,16 @@ def _time_threads(finalists: list[str], reports: dict[str, ExportReport], bundle
     synchronisation of a second thread can cost more than it saves (vit-tiny ov-int8 at 64 px,
     batch 1: 0.69 ms on 1 thread vs 0.83 ms on 2). p50 per (candidate, threads); {} when there is
     nothing fewer to try."""
-    from vitedge.bench.isolated import Contestant, time_isolated
-    from vitedge.progress import make_progress
+    from vitedge.bench.isolated import Contestant
 
     counts = [threads, *fewer_threads(threads)]
     if len(counts) == 1:
         return {}
-    batch = request.export.static_batch or request.bench.batch
-    h, w = reports[finalists[0]].card.preprocess.input_size
-    x = np.random.default_rng(7).standard_normal((batch, 3, h, w)).astype(np.float32)
     keys = {f"{n} @{t}": (n, t) for n in finalists for t in counts}
-    with make_progress() as progress:
-        task = progress.add_task(f"timing the {len(finalists)} fastest on {', '.join(map(str, counts))} threads",
-                                 total=100)
-        res = time_isolated([Contestant(k, bundles[n], threads=t) for k, (n, t) in keys.items()], {batch: x},
-                            threads, warmup=request.bench.warmup, min_runs=request.bench.min_runs,
-                            budget_s=max(request.bench.budget_s, 1.5 * len(keys)),
-                            on_round=lambda f: progress.update(task, completed=100 * f))
-        progress.update(task, completed=100)
-    return {keys[k]: s.p50 for k, s in res[batch].stats.items()}
+    stats = _time_side_by_side([Contestant(k, bundles[n], threads=t) for k, (n, t) in keys.items()],
+                               reports[finalists[0]].card.preprocess.input_size, request,
+                               f"the {len(finalists)} fastest on {', '.join(map(str, counts))} threads")
+    return {keys[k]: s.p50 for k, s in stats.items()}
 
 
 def _explain_threads(chosen: str, chosen_threads: int, threads: int, by_threads: dict[tuple[str, int], float],
