@@ -273,8 +273,9 @@ def test_awkward_but_valid_images_are_handled(assets, tmp_path):
                     "--tol-cosine-min", "0", "--tol-cosine-mean", "0", "--tol-top1-agreement", "0"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["calibration"]["samples"] == 9  # README.txt skipped, every image mode read
-    assert "9 of 9 images" in report["calibration"]["description"]
+    # README.txt skipped, every image mode read; with no --eval half of them judge the artifact
+    assert report["calibration"]["samples"] == 5
+    assert "5 of 9 images" in report["calibration"]["description"] and "held out of --calib" in report["judged_on"]
 
 
 def test_output_exists_unwritable_and_full(assets, tmp_path):

@@ -114,3 +114,54 @@ def test_broken_files_are_input_errors(tmp_path, small_vit, case):
         path.write_bytes(b"PK")
     with pytest.raises(InputError, match=str(path.name)):
         load_model(str(path), arch="vit-tiny")
+
+
+def test_state_dict_without_batchnorm_counters_loads_as_pytorch_does(tmp_path):
+    """Published checkpoints often drop BatchNorm's num_batches_tracked; PyTorch's strict load
+    fills it, and so must vitedge (a convnext-zepto with BN swapped in stands for such a model)."""
+    from vitedge.models.checkpoint import BN_COUNTER, load_weights
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    with torch.no_grad():
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(BN_COUNTER)}
+    assert len(state) == len(model.state_dict()) - 2
+    fresh = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    fresh.load_state_dict(dict(state), strict=True)  # what PyTorch itself accepts
+    info = load_weights(fresh.eval(), state, tmp_path / "bn.pth")
+    assert info["filled"] == 2
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), fresh(x))
+    # a real mismatch is still one line naming the key
+    broken = dict(state)
+    del broken["1.running_mean"]
+    with pytest.raises(InputError, match=r"missing keys: 1\.running_mean"):
+        load_weights(fresh, broken, tmp_path / "bn.pth")
+
+
+def test_sharded_safetensors_with_an_index_loads(tmp_path, small_vit):
+    import json
+
+    from safetensors.torch import save_file
+
+    module, _ = small_vit
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, ks in shards.items():
+        save_file({k: state[k] for k in ks}, str(tmp_path / name))
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": {k: n for n, ks in shards.items() for k in ks}}))
+    loaded = load_model("vit-tiny", weights=index, overrides={k: v for k, v in SMALL.items() if k != "num_classes"})
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(module(x), loaded.module(x))
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(InputError, match="names shard model-00002-of-00002.safetensors"):
+        load_model("vit-tiny", weights=index, overrides={k: v for k, v in SMALL.items() if k != "num_classes"})

@@ -200,3 +200,29 @@ def test_overlapping_blocks_in_threads_restore_everything():
     assert not errors
     assert _state() == before
     assert quiet_mod._depth == 0
+
+
+@pytest.mark.slow
+def test_an_app_loading_an_executorch_bundle_sees_nothing_on_stderr(tmp_path):
+    """`vitedge.load()` + `predict()` in an application: ExecuTorch's cpuinfo/XNNPACK lines (native
+    stderr) and torch's pytree warning (Python) stay inside; the app's stderr is empty. In a fresh
+    process, as an app starts."""
+    pytest.importorskip("executorch.runtime", reason="needs the executorch extra")
+    import subprocess
+
+    from vitedge.models.resolve import load_model
+    from vitedge.pipeline import export_target
+    from vitedge.request import BenchConfig, ExportRequest
+
+    out = tmp_path / "et"
+    export_target(load_model("vit-tiny"), ExportRequest(target="et-fp32", out=out, eval_n=16, threads=2,
+                                                         bench=BenchConfig(warmup=1, min_runs=2, budget_s=0.1)))
+    app = ("import numpy as np, vitedge\n"
+           f"p = vitedge.load({str(out)!r})\n"
+           "r = p.predict(np.zeros((64, 64, 3), np.uint8))\n"
+           "print(r.label)\n")
+    proc = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, quiet_mod.VERBOSE_ENV: ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip()  # it predicted something
+    assert proc.stderr == "", proc.stderr[-2000:]

@@ -133,7 +133,9 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
                 rows.append({"target": c.target, "candidate": c.label, "status": f"error: {e}"})
         passing = [n for n, r in reports.items() if r.passed]
         for n, r in reports.items():
-            if not r.passed:
+            if r.verdict == "not judged":
+                rows.append(_row(n, r, None, "not judged: no images of the model's own (pass --calib DIR or --eval DIR)"))
+            elif not r.passed:
                 rows.append(_row(n, r, None, "failed parity: " + "; ".join(c.describe() for c in r.parity.failures())))
         if not passing:
             raise ParityError(f"{auto}: no candidate passed its parity gate: "

@@ -94,7 +94,11 @@ class FallbackResult:
         }
 
 
-def evaluate_logits(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def evaluate_logits(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    """Accuracy, its drop and the mean cosine vs the reference. Unlabelled images (a --min-cosine
+    budget) count the reference's top-1 as the label: accuracy is then agreement with PyTorch."""
+    if labels is None:
+        labels = reference.argmax(1)
     acc = float((logits.argmax(1) == labels).mean())
     ref_acc = float((reference.argmax(1) == labels).mean())
     r, a = reference.astype(np.float64), logits.astype(np.float64)

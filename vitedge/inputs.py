@@ -1,6 +1,19 @@
 """What an export is judged on: parity inputs (seeded random tensors + real preprocessed images)
 and, for the accuracy-aware fallback, a held-out search set.
 
+Which images judge an artifact (`judging_data`), in order:
+1. `--eval` (labelled: accuracy too; unlabelled folder, .npy/.npz: parity only);
+2. else the images of `--calib` that calibration did not use (a folder or array gives
+   calibration at most half; an IDX set's test split; shapes10's test split);
+3. else, for a model trained on shapes10 or with untrained weights, shapes10's test split;
+4. else there are no images of the model's own distribution. FP32/FP16 targets are still judged
+   (on noise and shapes10 images: the same maths must give the same numbers on any input), but
+   a calibrated INT8 or a BF16 artifact is *not judged*: its error depends on the input
+   distribution, and noise or shapes10 would pass or fail it for reasons that say nothing about
+   the user's images (a real ImageNet model's ov-int8 measured cosine 0.87 on shapes10, 0.993 on
+   real photos).
+The search set of the fallback comes from the same source, disjoint from the report's images.
+
 `EvalSpec` names everything the inputs depend on, so a cache keyed by it can never hand one
 export another's data (a second `export_target` in one process with another `--eval-n`, seed or
 `--eval` gets its own inputs).
@@ -14,19 +27,26 @@ from typing import Any
 import numpy as np
 
 from vitedge.calib import synthetic
-from vitedge.calib.datasets import SYNTHETIC, eval_data, synthetic_split
+from vitedge.calib.imagesource import SYNTHETIC, open_source
 from vitedge.card import ModelCard
 from vitedge.errors import UsageError
 from vitedge.verify.parity import RANDOM_SET
 
+# Where the judging images came from (EvalSpec.origin), as reports say it.
+FROM_EVAL = "--eval"
+FROM_CALIB = "held out of --calib"
+FROM_DEFAULT = "the model's own data set (shapes10)"
+NO_IMAGES = "no images of the model's own distribution"
+
 
 @dataclass(frozen=True)
 class EvalSpec:
-    data: str = SYNTHETIC  # "synthetic" or a labelled image folder
-    n: int | None = None  # seeded subset of N images (default: the whole test split)
+    data: str | None = SYNTHETIC  # an image source (see vitedge.calib.imagesource), or None
+    n: int | None = None  # seeded subset of N images (default: all of the part)
     seed: int = 0
     random_n: int = 16  # seeded random inputs in the model's value range
-    held_out: frozenset[str] = frozenset()  # folder images never used here (calibration, search set)
+    held_out: frozenset[str] = frozenset()  # image keys never used here (calibration, search set)
+    origin: str = FROM_EVAL  # how `data` was chosen (FROM_*), for the report
 
 
 @dataclass
@@ -35,16 +55,33 @@ class ParityInputs:
     labels: np.ndarray | None  # for the "images" set, when the classes match
     description: str
     notes: list[str]
+    representative: bool = True  # the images are of the model's own distribution (or it has none)
 
 
 @dataclass
 class SearchSet:
-    """Held-out labelled images the accuracy-aware fallback searches on (never the report's)."""
+    """Held-out images the accuracy-aware fallback searches on (never the report's)."""
 
     x: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None: unlabelled (a --min-cosine budget only)
     description: str
-    paths: frozenset[str]  # folder images used here, excluded from the final accuracy check
+    paths: frozenset[str]  # keys of the images used here, excluded from the final check
+
+
+def has_own_data(card: ModelCard) -> bool:
+    """shapes10 stands for this model's data: it was trained on it, or it was never trained."""
+    return card.classes == synthetic.CLASSES or card.untrained
+
+
+def judging_data(card: ModelCard, eval_data: str | None, calibration: Any) -> tuple[str | None, str]:
+    """(image source, origin) of the images that judge an artifact of `card` (module docstring)."""
+    if eval_data is not None:
+        return eval_data, FROM_EVAL
+    if calibration is not None and calibration.real:
+        return calibration.source, FROM_CALIB
+    if has_own_data(card):
+        return SYNTHETIC, FROM_DEFAULT
+    return None, NO_IMAGES
 
 
 def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
@@ -54,44 +91,52 @@ def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
     lo, hi = pre.input_range()
     rng = np.random.default_rng(spec.seed)
     sets = {RANDOM_SET: rng.uniform(lo, hi, size=(spec.random_n, 3, h, w)).astype(np.float32)}
-    if spec.data == SYNTHETIC and card.classes != synthetic.CLASSES:
-        # Real images still exercise realistic numerics, but their labels mean nothing here.
-        note = "accuracy not measured: the model was not trained on shapes10; pass --eval DIR"
+    src = open_source(spec.data) if spec.data is not None else None
+    if src is None or (src.kind == "synthetic" and not has_own_data(card)):
+        # Images still exercise realistic numerics, but they are not the model's: no labels, and
+        # nothing calibrated is judged on them (module docstring, rule 4).
+        note = ("no images of the model's own distribution: float targets are judged on noise and shapes10 "
+                "images; INT8/BF16 are not judged: pass --calib DIR (its held-out images judge) or --eval DIR")
         if h != w:
-            return ParityInputs(sets, None, "random inputs only", [note])
-        data = synthetic_split("test", pre, spec.n or 200, spec.seed)
-        sets["images"] = data.as_inputs(pre)
-        return ParityInputs(sets, None, data.description, [note])
-    data = eval_data(spec.data, pre, card.classes, spec.n, spec.seed, spec.held_out)
-    sets["images"] = data.as_inputs(pre)
-    return ParityInputs(sets, np.asarray(data.labels), data.description, [])
+            return ParityInputs(sets, None, "random inputs only", [note], representative=False)
+        shapes = open_source(SYNTHETIC)
+        images = shapes.read("eval", shapes.sample("eval", spec.n or 200), pre, seed=spec.seed)
+        sets["images"] = images.x
+        return ParityInputs(sets, None, images.description, [note], representative=False)
+    own_labels = src.kind != "synthetic" or card.classes == synthetic.CLASSES
+    idx = src.sample("eval", spec.n, spec.seed, spec.held_out)
+    if len(idx) == 0:
+        raise UsageError(f"{src.location}: every image was used for calibration or the fallback's search; "
+                         "nothing is left to judge on: pass --eval with other images")
+    images = src.read("eval", idx, pre, card.classes if own_labels else None,
+                      strict_labels=spec.origin == FROM_EVAL, seed=spec.seed)
+    labels = images.labels if own_labels else None
+    sets["images"] = images.x
+    held = len(spec.held_out) if src.one_pool else 0
+    desc = images.description + (f" [{held} images held out: used to calibrate or search]" if held else "")
+    notes = [] if labels is not None else ["accuracy not measured: the judging images are unlabelled (parity only)"]
+    if spec.origin == FROM_CALIB:
+        desc += f", {FROM_CALIB}"
+    return ParityInputs(sets, labels, desc, notes)
 
 
-def search_set(card: ModelCard, data: str, n: int, seed: int, held_out: frozenset[str]) -> SearchSet:
-    from vitedge.calib.datasets import folder_images
-    from vitedge.calib.folder import scan_folder
-
-    pre = card.preprocess
-    if data == SYNTHETIC:
-        if card.classes != synthetic.CLASSES:
-            raise UsageError("--max-drop needs labelled images for this model: pass --eval DIR")
-        split = synthetic_split("val", pre, n, seed)
-        return SearchSet(split.as_inputs(pre), np.asarray(split.labels), split.description + " (search set)",
-                         frozenset())
-    from vitedge.calib import idx as idx_format
-
-    if idx_format.is_idx_dir(data):  # the validation part of its train split; the report uses its test split
-        from vitedge.calib.datasets import idx_search_split
-
-        split = idx_search_split(data, pre, card.classes, n, seed)
-        return SearchSet(split.as_inputs(pre), np.asarray(split.labels), split.description, frozenset())
-    folder = scan_folder(data, labelled=True)
-    pool = [i for i, p in enumerate(folder.paths) if str(p) not in held_out]
-    rng = np.random.default_rng(seed + 1)
-    half = sorted(rng.permutation(pool)[: max(1, min(n, len(pool) // 2))].tolist())
-    images = folder_images(folder, pre, card.classes, np.asarray(half, np.int64))
-    return SearchSet(images.as_inputs(pre), np.asarray(images.labels), images.description + " (search half)",
-                     frozenset(str(folder.paths[i]) for i in half))
+def search_set(card: ModelCard, data: str | None, n: int, seed: int, held_out: frozenset[str],
+               need_labels: bool) -> SearchSet:
+    """Images for the fallback's search from the judging source, disjoint from the report's."""
+    if data is None or (data == SYNTHETIC and not has_own_data(card)):
+        raise UsageError("the accuracy-aware fallback searches on images like the model's: pass --calib DIR "
+                         "(its held-out images) or --eval DIR")
+    src = open_source(data)
+    own_labels = src.kind != "synthetic" or card.classes == synthetic.CLASSES
+    if need_labels and not (src.labelled and own_labels):
+        raise UsageError(f"--max-drop needs labelled images ({src.location} has no labels for this model's "
+                         "classes): pass --eval DIR with class subfolders, or use --min-cosine, which needs none")
+    idx = src.sample("search", n, seed, held_out)
+    if len(idx) == 0:
+        raise UsageError(f"{src.location}: no images are left for the fallback's search after calibration")
+    images = src.read("search", idx, card.preprocess, card.classes if own_labels else None, seed=seed)
+    return SearchSet(images.x, images.labels if own_labels else None, images.description + " (search set)",
+                     frozenset(images.keys) if src.one_pool else frozenset())
 
 
 def calibration_held_out(calibration: Any) -> frozenset[str]:

@@ -45,10 +45,28 @@ from vitedge.runtimes.torch_runner import TorchRunner
 from vitedge.sysinfo import system_info
 from vitedge.targets.context import BuildContext
 from vitedge.targets.registry import Artifact, Target, get_target
-from vitedge.verify.parity import ParityResult, compare
-from vitedge.verify.tolerances import UNTRAINED_NOTE, tolerance_for
+from vitedge.verify.parity import (
+    MIN_INPUT_DEPENDENCE,
+    RANDOM_SET,
+    ParityResult,
+    compare,
+    input_dependence,
+    proves_little_note,
+)
+from vitedge.verify.tolerances import (
+    SMALL_SET,
+    UNTRAINED_NOTE,
+    Tolerance,
+    for_small_set,
+    not_judged,
+    small_set_note,
+    tolerance_for,
+)
 
 REFERENCE_FILE = "reference.npz"
+# Precisions whose error depends on the input distribution (calibrated scales, an 8-bit
+# mantissa): judged only on images of the model's own distribution (vitedge.inputs, rule 4).
+DISTRIBUTION_JUDGED = ("int8", "bf16")
 N_REFERENCE = 4  # per input set, shipped in the bundle for on-device re-verification
 
 
@@ -122,9 +140,10 @@ def inputs_stage(loaded: LoadedModel, request: ExportRequest, shared: SharedWork
     """Read the eval data (and the fallback's search set) before any work is written."""
     search = None
     if request.budget is not None:
-        search = search_set(loaded.card, request.eval_data, request.fallback_n, request.seed,
-                            calibration_held_out(request.calibration))
-    spec = request.eval_spec(search.paths if search else frozenset())
+        data, _ = request.judging(loaded.card)
+        search = search_set(loaded.card, data, request.fallback_n, request.seed,
+                            calibration_held_out(request.calibration), need_labels=request.budget.max_drop is not None)
+    spec = request.eval_spec(loaded.card, search.paths if search else frozenset())
     inputs = shared.inputs(loaded, spec) if shared else parity_inputs(loaded.card, spec)
     return spec, inputs, search
 
@@ -144,8 +163,25 @@ def build_stage(target: Target, ctx: BuildContext, request: ExportRequest, searc
     return artifact, fb.to_dict()
 
 
+def gate_stage(target: Target, loaded: LoadedModel, request: ExportRequest, inputs: ParityInputs,
+               ) -> tuple[Tolerance, bool, list[str]]:
+    """The parity gate for this target on these inputs: (tolerance, judged, notes)."""
+    tolerance = tolerance_for(target.precision, untrained=loaded.card.untrained, **request.tolerance)
+    if not inputs.representative and target.precision in DISTRIBUTION_JUDGED:
+        return not_judged(), False, [
+            f"NOT JUDGED: a {target.precision} artifact's error depends on the images it sees, and none of the "
+            f"model's own were given; pass --calib DIR (images like the ones it will see: the ones calibration "
+            "does not use judge it) or --eval DIR; the numbers below are on noise and shapes10, for reference only"]
+    n = len(inputs.sets.get("images", ()))
+    if 0 < n < SMALL_SET:
+        overridden = {k for k, v in request.tolerance.items() if v is not None}
+        return for_small_set(tolerance, n, overridden), True, [small_set_note(n)]
+    return tolerance, True, []
+
+
 def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance: Any, batch: int,
-              ref_cache: dict[str, dict[str, np.ndarray]]) -> tuple[ParityResult, dict[str, dict[str, np.ndarray]]]:
+              ref_cache: dict[str, dict[str, np.ndarray]], judged: bool = True, gate_notes: list[str] | None = None,
+              ) -> tuple[ParityResult, dict[str, dict[str, np.ndarray]]]:
     """Run every input set through the artifact (and the reference, unless cached); compare."""
     art_out = {}
     for set_name, x in inputs.sets.items():
@@ -163,7 +199,14 @@ def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance
                                   "not run here: try another target") from e
     ref_out = {k: ref_cache[k] for k in inputs.sets}
     parity = compare(ref_out, art_out, tolerance, inputs.labels, "images", inputs.description)
-    return replace(parity, notes=list(inputs.notes)), art_out
+    judging = "images" if "images" in ref_out else RANDOM_SET
+    first = next(iter(ref_out[judging].values()))
+    dependence = input_dependence(first)
+    notes = [*(gate_notes or []), *inputs.notes]
+    if dependence < MIN_INPUT_DEPENDENCE:
+        notes.append(proves_little_note(dependence, len(first)))
+    return replace(parity, notes=notes, judged=judged, input_dependence=dependence,
+                   images_n=len(inputs.sets["images"]) if "images" in inputs.sets else None), art_out
 
 
 def time_stage(runners: dict[str, Runner], cfg: BenchConfig, input_shape: tuple[int, ...]) -> dict[str, LatencyStats]:
@@ -221,8 +264,8 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
     threads = request.threads or default_threads()
     t0 = time.perf_counter()
     card = loaded.card
-    tolerance = tolerance_for(target.precision, untrained=card.untrained, **request.tolerance)
     spec, inputs, search = inputs_stage(loaded, request, shared)
+    tolerance, judged, gate_notes = gate_stage(target, loaded, request, inputs)
 
     with atomic_dir(request.out, force=request.force) as bundle, \
             tempfile.TemporaryDirectory(prefix="vitedge-work-") as work:
@@ -242,7 +285,8 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
         runner = open_artifact(bundle, artifact, threads)
         ref_cache = shared.reference(loaded, spec) if shared else {}
         with reference, runner:
-            parity, art_out = run_stage(reference, runner, inputs, tolerance, request.parity_batch, ref_cache)
+            parity, art_out = run_stage(reference, runner, inputs, tolerance, request.parity_batch, ref_cache,
+                                        judged, gate_notes)
             if not request.bench.isolated:
                 latency = time_stage({"artifact": runner, "reference": reference}, request.bench, shape)
             batch = timing_batch({"artifact": runner}, request.bench)
@@ -261,6 +305,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
             latency_measured=("artifact and reference each in its own process, one at a time"
                               if request.bench.isolated else "interleaved in one process"),
+            judged_on=inputs.description,
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)

@@ -37,10 +37,16 @@ class ExportReport:
     options: dict[str, Any] | None = None  # the target's options as used
     batch_dim: int | None = None  # the artifact's fixed batch size, None if dynamic
     latency_measured: str = "interleaved in one process"  # or in own processes (BenchConfig.isolated)
+    judged_on: str = ""  # which images judged it (ParityInputs.description)
 
     @property
     def passed(self) -> bool:
-        return self.parity.passed
+        """Judged and within every gate. An artifact that was not judged has not passed (nor failed)."""
+        return self.parity.passed and self.parity.judged
+
+    @property
+    def verdict(self) -> str:
+        return self.parity.verdict  # "passed" | "failed" | "not judged"
 
     @property
     def speedup(self) -> float:
@@ -53,6 +59,8 @@ class ExportReport:
             "target": self.target,
             "precision": self.precision,
             "passed": self.passed,
+            "verdict": self.verdict,
+            "judged_on": self.judged_on,
             "artifact": self.artifact.main_file,
             "artifact_files": self.artifact.files,
             "artifact_bytes": self.artifact_bytes,

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vitedge.calib.datasets import SYNTHETIC
 from vitedge.export.config import ExportConfig
-from vitedge.inputs import EvalSpec, calibration_held_out
+from vitedge.inputs import EvalSpec, calibration_held_out, judging_data
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,9 @@ class ExportRequest:
     out: Path
     force: bool = False
     export: ExportConfig = ExportConfig()
-    eval_data: str = SYNTHETIC  # "synthetic" or a labelled image folder
+    # --eval: an image source (vitedge.calib.imagesource); None: the held-out part of --calib, or
+    # the model's own data set when it has one (vitedge.inputs.judging_data)
+    eval_data: str | None = None
     eval_n: int | None = None  # images for parity/accuracy (default: the whole test split)
     random_n: int = 16  # seeded random inputs in the model's value range
     seed: int = 0
@@ -43,8 +44,13 @@ class ExportRequest:
     options: dict[str, Any] = field(default_factory=dict)
     parity_batch: int = 32
     budget: Any = None  # vitedge.fallback.Budget: accuracy-aware fallback for INT8/FP16 targets
-    fallback_n: int = 1000  # search-set images (shapes10 val, or half of an --eval folder)
+    fallback_n: int = 1000  # search-set images (shapes10 val, an IDX val part, or half of a folder's rest)
 
-    def eval_spec(self, exclude: frozenset[str] = frozenset()) -> EvalSpec:
-        return EvalSpec(self.eval_data, self.eval_n, self.seed, self.random_n,
-                        calibration_held_out(self.calibration) | exclude)
+    def judging(self, card: Any) -> tuple[str | None, str]:
+        """(image source, origin) of the images that judge this export (vitedge.inputs)."""
+        return judging_data(card, self.eval_data, self.calibration)
+
+    def eval_spec(self, card: Any, exclude: frozenset[str] = frozenset()) -> EvalSpec:
+        data, origin = self.judging(card)
+        return EvalSpec(data, self.eval_n, self.seed, self.random_n,
+                        calibration_held_out(self.calibration) | exclude, origin)

@@ -20,6 +20,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def has_vnni() -> bool:
+    """Whether this x86 CPU has an int8 dot-product instruction (VNNI or AMX), so u8 x s8
+    products accumulate in int32 without the int16 saturation of `vpmaddubsw`."""
+    return any(f in cpu_flags() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 @lru_cache(maxsize=1)
 def cpu_flags() -> list[str]:
     try:
@@ -27,7 +33,8 @@ def cpu_flags() -> list[str]:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
-                    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16")
+                    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                              "amx_int8")
                     return [x for x in wanted if x in flags]
     except OSError:
         pass

@@ -65,6 +65,7 @@ class Predictor:
         self.spec: PreprocessSpec = self.card.preprocess
         self.classes: tuple[str, ...] = self.card.classes
         self._runner = runner
+        self._ran = False  # the first inference runs quietly (see _run)
         self._lock = None if get_runtime(manifest.runtime).thread_safe else threading.Lock()
 
     @classmethod
@@ -79,8 +80,21 @@ class Predictor:
         if not manifest.data.get("parity", {}).get("passed", False) and not allow_failed:
             raise ParityError(f"{manifest.bundle}: this artifact failed its parity gate at export "
                               "(see report.md); pass allow_failed=True to load it anyway")
-        runner = open_runner(manifest, threads)
-        runner.activate()
+        if manifest.data.get("parity", {}).get("verdict") == "not judged":
+            import warnings
+
+            from vitedge.quiet import VitedgeWarning
+
+            warnings.warn(f"{manifest.bundle}: this artifact was not judged at export (no images of its model's "
+                          "own were given); re-export with --calib DIR or --eval DIR to check it", VitedgeWarning,
+                          stacklevel=3)
+        from vitedge.quiet import native_stderr, quiet
+
+        # An app's stderr is its own: runtimes' import warnings and native banners (ExecuTorch's
+        # cpuinfo probing, XNNPACK, oneDNN) stay inside unless VITEDGE_VERBOSE is set.
+        with quiet(), native_stderr():
+            runner = open_runner(manifest, threads)
+            runner.activate()
         return cls(manifest, runner)
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -139,10 +153,20 @@ class Predictor:
         x = self.preprocess(images)
         if self._lock is not None:
             with self._lock:
-                out = run_batched(self._runner, x, MAX_BATCH)
+                out = self._run(x)
         else:
-            out = run_batched(self._runner, x, MAX_BATCH)
+            out = self._run(x)
         return next(iter(out.values()))
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self._ran:
+            return run_batched(self._runner, x, MAX_BATCH)
+        from vitedge.quiet import native_stderr, quiet
+
+        with quiet(), native_stderr():  # runtimes print on their first inference too (XNNPACK set-up)
+            out = run_batched(self._runner, x, MAX_BATCH)
+        self._ran = True
+        return out
 
     def predict(self, images: Any, top_k: int = 5, return_logits: bool = False) -> Prediction | list[Prediction]:
         """Top-k classes and probabilities; one Prediction for one image, a list for a batch."""

@@ -43,8 +43,9 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
                    "shape": [report.batch_dim or export.static_batch or "batch", len(card.classes)]},
         "export": report.export_info,
         "details": report.artifact.details,
-        "parity": {k: d["parity"][k] for k in ("passed", "max_abs", "cosine_min", "cosine_mean", "top1_agreement",
-                                               "tolerance")} | {"accuracy": d["accuracy"]},
+        "parity": {k: d["parity"][k] for k in ("passed", "verdict", "max_abs", "cosine_min", "cosine_mean",
+                                               "top1_agreement", "images_n", "tolerance")}
+                  | {"accuracy": d["accuracy"], "judged_on": d["judged_on"]},
         "reference": "reference.npz",
         "versions": package_versions(target),
         "device": device_requirements(report.artifact.runtime),
@@ -62,7 +63,7 @@ def _f(v: Any, fmt: str = ".4g") -> str:
 
 def render_markdown(d: dict[str, Any]) -> str:
     p, acc, lat = d["parity"], d["accuracy"], d["latency_ms"]
-    verdict = "PASSED" if d["passed"] else "FAILED"
+    verdict = d["verdict"].upper()
     predicted = f" - predicted on CPU by {d['predicted_by']}, engine not built" if d.get("predicted_by") else ""
     lines = [
         f"# vitedge export: {d['target']} ({d['precision']}) - {verdict}{predicted}",
@@ -80,6 +81,7 @@ def render_markdown(d: dict[str, Any]) -> str:
         op = "<=" if c["metric"] in ("max_abs", "accuracy_drop", "err_spread") else ">="
         lines.append(f"| {c['metric']} | {_f(c['value'], '.6g')} | {op} {c['limit']:g} | "
                      f"{'ok' if c['passed'] else '**FAILED**'} |")
+    lines += ["", f"Judged on: {d['judged_on']}."]
     lines += ["", "| output / inputs | max abs | mean abs | median abs | max rel | cosine min | "
               "cosine mean | SQNR dB | top-1 agr. | top-5 agr. | NaN/Inf | n |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for out, sets in p["outputs"].items():

@@ -38,8 +38,10 @@ ImgSizeOpt = Annotated[
 NumClassesOpt = Annotated[
     int | None, typer.Option("--num-classes", help="Classes for --random-init / --weights models.")
 ]
-EvalOpt = Annotated[str, typer.Option("--eval", help="Labelled images for parity/accuracy: 'synthetic', an image "
-                                                    "folder, or an IDX data-set directory (e.g. Fashion-MNIST).")]
+EvalOpt = Annotated[str | None, typer.Option(
+    "--eval", help="Images that judge parity: a labelled folder (ROOT/<class>/<image>: accuracy too), a flat folder "
+    "or .npy/.npz (parity only), an IDX data-set directory, or 'synthetic'. Default: the images of --calib that "
+    "calibration did not use, else the model's own data set (shapes10 built-ins).", show_default=False)]
 EvalNOpt = Annotated[int | None, typer.Option("--eval-n", help="Use a seeded subset of N eval images.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Threads for every runner (default: all cores).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random parity inputs and subsets.")]

@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vitedge.calib.datasets import SYNTHETIC
 from vitedge.calib.source import DEFAULT_NUM_CALIB
 from vitedge.cli.common import (
     ArchOpt,
@@ -86,7 +85,8 @@ def _print_options(target) -> None:  # type: ignore[no-untyped-def]
 def print_report(report) -> None:  # type: ignore[no-untyped-def]
     d = report.to_dict()
     p, acc, lat = d["parity"], d["accuracy"], d["latency_ms"]
-    verdict = "[green]PASSED[/]" if report.passed else "[red]FAILED[/]"
+    verdict = {"passed": "[green]PASSED[/]", "failed": "[red]FAILED[/]",
+               "not judged": "[yellow]NOT JUDGED[/]"}[report.verdict]
     table = Table(title=f"{report.target}: parity {verdict}  ({report.out})")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -96,15 +96,22 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
         c = limits.get(metric)
         if c is None and metric in ("sqnr_db", "err_spread"):
             continue  # shown where gated (untrained models); always in report.json
-        table.add_row(metric, f"{p[metric]:.6g}", f"{c['limit']:g}" + ("" if c["passed"] else " [red]x[/]") if c else "-")
+        value = f"{p[metric]:.6g}"
+        if metric == "top1_agreement" and p.get("images_n"):  # a rate says what it is over
+            value += f" ({round(p[metric] * p['images_n'])}/{p['images_n']})"
+        table.add_row(metric, value, f"{c['limit']:g}" + ("" if c["passed"] else " [red]x[/]") if c else "-")
     if acc.get("n"):
         c = limits.get("accuracy_drop")
-        table.add_row("accuracy (ref -> artifact)", f"{acc['reference']:.2%} -> {acc['artifact']:.2%}",
+        n = acc["n"]
+        table.add_row(f"accuracy (ref -> artifact, n={n})",
+                      f"{acc['reference']:.2%} -> {acc['artifact']:.2%} ({round(acc['reference'] * n)} -> "
+                      f"{round(acc['artifact'] * n)})",
                       (f"drop <= {c['limit']:g} pts" + ("" if c["passed"] else " [red]x[/]")) if c else "-")
     table.add_row("latency p50 artifact / torch", f"{lat['artifact']['p50']:.3f} / {lat['reference']['p50']:.3f} ms",
                   f"{d['speedup_vs_reference']:.2f}x")
     table.add_row("artifact size", f"{d['artifact_bytes'] / 1e6:.2f} MB", "")
     console.print(table)
+    console.print(f"judged on: {escape(d['judged_on'])}")
     if report.artifact.predicted_by:
         console.print(f"[yellow]parity predicted on CPU by {report.artifact.predicted_by}; "
                       "the target runtime was not run here[/]")
@@ -142,8 +149,10 @@ def default_calibration(card) -> str | None:  # type: ignore[no-untyped-def]
     return None
 
 
-def calibration_for(target, card, calib: str | None, num_calib: int, seed: int):  # type: ignore[no-untyped-def]
-    """Load the calibration set a target needs, before any export work starts."""
+def calibration_for(target, card, calib: str | None, num_calib: int, seed: int,  # type: ignore[no-untyped-def]
+                    judges_too: bool = False):
+    """Load the calibration set a target needs, before any export work starts. `judges_too`: no
+    --eval, so the images calibration leaves judge the artifact (vitedge.inputs)."""
     from vitedge.calib.source import load_calibration
     from vitedge.errors import UsageError
 
@@ -153,17 +162,18 @@ def calibration_for(target, card, calib: str | None, num_calib: int, seed: int):
     if calib is None:
         raise UsageError(f"target {target.name} needs calibration data: pass --calib DIR or "
                          "--calib FILE.npy with images like the ones the model will see")
-    return load_calibration(calib, card.preprocess, num_calib, seed)
+    return load_calibration(calib, card.preprocess, num_calib, seed, judges_too)
 
 
-def auto_calibration(card, calib: str | None, num_calib: int, seed: int):  # type: ignore[no-untyped-def]
+def auto_calibration(card, calib: str | None, num_calib: int, seed: int,  # type: ignore[no-untyped-def]
+                     judges_too: bool = False):
     """auto-cpu: calibrate INT8 candidates when data is given or there is an honest default."""
     from vitedge.calib.source import load_calibration
 
     calib = calib or default_calibration(card)
     if calib is None:
         return None  # INT8 candidates are skipped (and say why)
-    return load_calibration(calib, card.preprocess, num_calib, seed)
+    return load_calibration(calib, card.preprocess, num_calib, seed, judges_too)
 
 
 def print_auto(result) -> None:  # type: ignore[no-untyped-def]
@@ -201,7 +211,7 @@ def export_command(
         "--dynamic-size", help="Dynamic height/width in the ONNX (convolutional models; timm ViTs via "
                                "dynamic_img_size). Parity is checked at --img-size.")] = False,
     exporter: Annotated[str, typer.Option(help="auto | dynamo | torchscript.")] = ExportConfig.exporter,
-    eval_data: EvalOpt = SYNTHETIC,
+    eval_data: EvalOpt = None,
     eval_n: EvalNOpt = None,
     threads: ThreadsOpt = None,
     tol_max_abs: Annotated[float | None, typer.Option(help="Override the max |logit error| limit.", rich_help_panel="Parity gate")] = None,
@@ -266,9 +276,9 @@ def export_command(
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
                                  dynamic_size=dynamic_size)
     if is_auto:
-        calibration = auto_calibration(loaded.card, calib, num_calib, seed)
+        calibration = auto_calibration(loaded.card, calib, num_calib, seed, eval_data is None)
     else:
-        calibration = calibration_for(selected[0], loaded.card, calib, num_calib, seed)
+        calibration = calibration_for(selected[0], loaded.card, calib, num_calib, seed, eval_data is None)
     out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"
     request = ExportRequest(
         target=target, out=out, force=force, export=export_cfg, eval_data=eval_data, eval_n=eval_n,
@@ -286,7 +296,7 @@ def export_command(
         return
     report = export_target(loaded, request)
     print_report(report)
-    if not report.passed:
+    if report.verdict == "failed":
         raise ParityError("; ".join(c.describe() for c in report.parity.failures())
                           + f" (bundle kept at {out} for inspection, marked passed=false)")
 
@@ -331,7 +341,7 @@ def diagnose_command(
     model: Annotated[str | None, typer.Option(help="Reference model (default: the bundle's own source).")] = None,
     eval_n: Annotated[int, typer.Option(help="Images to compare on.")] = 16,
     top: Annotated[int, typer.Option(help="How many of the most sensitive layers to list.")] = 10,
-    eval_data: Annotated[str, typer.Option("--eval", help="'synthetic' or a labelled folder.")] = "synthetic",
+    eval_data: Annotated[str, typer.Option("--eval", help="Images: 'synthetic', a folder (labelled or not), an IDX set or .npy/.npz.")] = "synthetic",
     out: Annotated[Path | None, typer.Option(help="Write diagnose.md / .json / .png here (default: the bundle).")] = None,
 ) -> None:
     """Per-layer divergence: where the artifact departs from fp32, and which layers cause it."""

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from vitedge.calib.datasets import SYNTHETIC
 from vitedge.calib.source import DEFAULT_NUM_CALIB
 from vitedge.cli.common import (
     ArchOpt,
@@ -53,7 +52,7 @@ def matrix_command(
     num_classes: NumClassesOpt = None,
     calib: CalibOpt = None,
     num_calib: NumCalibOpt = DEFAULT_NUM_CALIB,
-    eval_data: EvalOpt = SYNTHETIC,
+    eval_data: EvalOpt = None,
     eval_n: EvalNOpt = None,
     threads: ThreadsOpt = None,
     batch_sweep: Annotated[str, typer.Option(help="Batch sizes for the side-by-side latency, e.g. 1,8.")] = "1",
@@ -112,7 +111,7 @@ def matrix_command(
         calib = calib or default_calibration(loaded.card)
         if calib is not None:  # else: those cells say what to pass
             calibration = calibration_for(next(get_target(t) for t in names if get_target(t).needs_calibration),
-                                          loaded.card, calib, num_calib, seed)
+                                          loaded.card, calib, num_calib, seed, eval_data is None)
     n_threads = threads or default_threads()
     request = ExportRequest(target=names[0], out=out, export=ExportConfig(), eval_data=eval_data, eval_n=eval_n,
                             seed=seed, threads=n_threads, calibration=calibration, options=values,

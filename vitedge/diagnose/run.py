@@ -64,11 +64,18 @@ def diagnose_ov(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path)
                              artifact_file.name, _modules(onnx.load(str(fp32_onnx))))
 
 
+def _plain(path: Path) -> bool:
+    """A safetensors file without a vitedge card (a plain state dict)."""
+    from vitedge.models.checkpoint import read_card
+
+    return read_card(path) is None
+
+
 def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: int = 0,
                     eval_data: str = "synthetic") -> Diagnosis:
     """`vitedge diagnose BUNDLE`: rebuild the fp32 reference from the bundle's model (or `model`)."""
     from vitedge.bundle.manifest import read_manifest
-    from vitedge.calib.datasets import eval_data as load_eval
+    from vitedge.calib.imagesource import open_source
     from vitedge.export.onnx_export import ExportConfig, export_onnx
     from vitedge.models.resolve import load_model
     from vitedge.targets.registry import get_target
@@ -84,13 +91,18 @@ def diagnose_bundle(bundle: Path, model: str | None = None, n: int = 16, seed: i
     source = model or card.source.removeprefix("builtin:")
     if not source or source in ("random-init", "vitedge train"):
         raise UsageError(f"{bundle}: cannot find the reference model (source {card.source!r}); pass --model CHECKPOINT")
-    loaded = load_model(source)
+    path = Path(source)
+    if model is None and path.is_file() and (path.suffix != ".safetensors" or _plain(path)):
+        # exported from a plain state dict (--weights): rebuild it the same way
+        loaded = load_model(card.arch, weights=source, classes=card.classes)
+    else:
+        loaded = load_model(source)
     if loaded.card.arch != card.arch:
         raise UsageError(f"--model {source} is a {loaded.card.arch}, the bundle holds a {card.arch}")
     if eval_data == "synthetic" and card.classes != loaded.card.classes:
         raise UsageError("pass --eval DIR with images for this model")
-    data = load_eval(eval_data, card.preprocess, card.classes, n, seed)
-    x = data.as_inputs(card.preprocess)
+    images = open_source(eval_data)
+    x = images.read("eval", images.sample("eval", n, seed), card.preprocess, seed=seed).x
     with tempfile.TemporaryDirectory(prefix="vitedge-diagnose-") as tmp:
         work = Path(tmp)
         static = manifest.data.get("input", {}).get("shape", ["batch"])[0]

@@ -42,13 +42,14 @@ def cell_name(model: str, target: str) -> str:
 def _cell_from_report(report: ExportReport, bundle: Path, out: Path) -> dict[str, Any]:
     d = report.to_dict()
     predicted = bool(report.artifact.predicted_by)
-    status = "passed" if report.passed else "failed"
+    status = report.verdict
     if predicted:
         status = "kit only, predicted" if report.passed else "kit only, predicted: failed"
     lat = d["latency_ms"]
     return {
         "status": status,
         "passed": report.passed,
+        "judged_on": d["judged_on"],
         "predicted_by": report.artifact.predicted_by,
         "bundle": str(bundle.relative_to(out)),
         "precision": report.precision,
@@ -56,7 +57,7 @@ def _cell_from_report(report: ExportReport, bundle: Path, out: Path) -> dict[str
         "size_mb": report.artifact_bytes / 1e6,
         "accuracy": d["accuracy"],
         "parity": {k: d["parity"][k] for k in ("max_abs", "cosine_min", "cosine_mean", "sqnr_db", "err_spread",
-                                               "top1_agreement")},
+                                               "top1_agreement", "images_n")},
         "failures": [c.describe() for c in report.parity.failures()],
         # The cell's own timing (artifact vs reference in the same cell run); a CPU stand-in's
         # latency says nothing about TensorRT, so predicted cells carry none.
@@ -125,7 +126,7 @@ def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Pat
     from vitedge.progress import make_progress
 
     bundles = {cell["target"]: out / cell["bundle"] for cell in cells
-               if cell.get("status") in ("passed", "failed") and cell.get("bundle")}
+               if cell.get("status") in ("passed", "failed", "not judged") and cell.get("bundle")}
     if not bundles:
         return
     static = {t: _static_batch(b) for t, b in bundles.items()}

@@ -53,10 +53,19 @@ def rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "speedup_vs_pytorch": lat.get("speedup_vs_pytorch"), "latency_measured": lat.get("measured"),
             "batch_sweep": c.get("batch_sweep"), "cpu": (c.get("system") or {}).get("cpu"),
             "threads": c.get("threads"), "fallback": c.get("fallback"),
+            "images_n": par.get("images_n"), "judged_on": c.get("judged_on"),
         })
-    order = {"passed": 0, "kit only, predicted": 1, "failed": 2}
-    out.sort(key=lambda r: (r["model"], order.get(r["status"], 3), r["p50_ms"] if r["p50_ms"] is not None else 1e9))
+    order = {"passed": 0, "kit only, predicted": 1, "not judged": 2, "failed": 3}
+    out.sort(key=lambda r: (r["model"], order.get(r["status"], 4), r["p50_ms"] if r["p50_ms"] is not None else 1e9))
     return out
+
+
+def _agreement(r: dict[str, Any]) -> str:
+    """Top-1 agreement with the n it is over (a rate on 20 images is coarse: say so)."""
+    n = r.get("images_n")
+    if r["top1_agreement"] is None or not n:
+        return _fmt(r["top1_agreement"], ".2%")
+    return f"{r['top1_agreement']:.2%} ({round(r['top1_agreement'] * n)}/{n})"
 
 
 def render_markdown(table: list[dict[str, Any]]) -> str:
@@ -65,16 +74,19 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
         mrows = [r for r in table if r["model"] == model]
         ref = next((r["reference_accuracy"] for r in mrows if r["reference_accuracy"] is not None), None)
         cpu = next((r["cpu"] for r in mrows if r["cpu"]), "?")
+        judged = sorted({r["judged_on"] for r in mrows if r.get("judged_on")})
         lines += [f"### {model}", "",
                   f"PyTorch reference accuracy: {_fmt(ref, '.2%')}. Latency: batch 1, {mrows[0]['threads']} threads, "
-                  f"{cpu}.", "",
+                  f"{cpu}.", ""]
+        lines += [f"Judged on: {'; '.join(judged)}.", ""] if judged else []
+        lines += [
                   "| target | status | size MB | accuracy | delta vs PyTorch (pts) | cosine min | top-1 agreement "
                   "| p50 ms | p90 ms | speed-up vs PyTorch |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in mrows:
             status = r["status"] if not r["error"] else f"error: {r['error'][:80]}"
             lines.append(
                 f"| {r['target']} | {status} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['accuracy'], '.2%')} | "
-                f"{_fmt(r['delta_pts'], '+.2f')} | {_fmt(r['cosine_min'], '.5f')} | {_fmt(r['top1_agreement'], '.2%')} | "
+                f"{_fmt(r['delta_pts'], '+.2f')} | {_fmt(r['cosine_min'], '.5f')} | {_agreement(r)} | "
                 f"{_fmt(r['p50_ms'], '.3f')} | {_fmt(r['p90_ms'], '.3f')} | {_fmt(r['speedup_vs_pytorch'], '.2f') + 'x' if r['speedup_vs_pytorch'] else '-'} |")
         sweeps = [r for r in mrows if r["batch_sweep"]]
         batches = sorted({int(b) for r in sweeps for b in r["batch_sweep"]})

@@ -30,7 +30,7 @@ def pareto_plot(table: list[dict[str, Any]], path: Path) -> Path | None:
     plotted = False
     for ax, model in zip(axes[0], models, strict=True):
         rows = [r for r in table if r["model"] == model and r["p50_ms"] is not None
-                and r["status"] in ("passed", "failed")]
+                and r["status"] in ("passed", "failed", "not judged")]
         use_acc = all(r["delta_pts"] is not None for r in rows) and rows
         key, label = ("delta_pts", "top-1 accuracy delta vs PyTorch (pts)") if use_acc else \
             ("cosine_min", "worst-sample cosine vs PyTorch")

@@ -24,6 +24,13 @@ from vitedge.fsutil import atomic_file
 
 CARD_KEY = "vitedge.card"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+# A sharded safetensors checkpoint (transformers' / timm's `save_pretrained` over a size limit):
+# `NAME.safetensors.index.json` maps every tensor to one of the shard files beside it.
+SHARD_INDEX_SUFFIX = ".safetensors.index.json"
+# BatchNorm counts its training steps in this buffer; many published checkpoints drop it
+# (gen-efficientnet, older torchvision exports). PyTorch's own `load_state_dict(strict=True)`
+# fills it (BatchNorm's `_load_from_state_dict`), so it is never a mismatch here either.
+BN_COUNTER = "num_batches_tracked"
 
 
 def _check_file(path: Path) -> None:
@@ -69,6 +76,8 @@ def read_state_dict_info(path: str | Path, use_ema: bool = True) -> tuple[dict[s
     """
     path = Path(path)
     _check_file(path)
+    if path.name.endswith(SHARD_INDEX_SUFFIX):
+        return _find_state_dict(_read_shards(path), path, use_ema)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -104,6 +113,31 @@ def read_state_dict_info(path: str | Path, use_ema: bool = True) -> tuple[dict[s
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as e:
         raise InputError(f"{path}: not a readable torch checkpoint ({_short(e)})") from None
     return _find_state_dict(obj, path, use_ema)
+
+
+def _read_shards(index: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a sharded safetensors checkpoint, from the shards its index names."""
+    from safetensors.torch import load_file
+
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map")
+    except (ValueError, OSError, AttributeError) as e:
+        raise InputError(f"{index}: not a readable safetensors index ({_short(e)})") from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{index}: has no \"weight_map\"; expected the index that save_pretrained writes")
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(map(str, weight_map.values()))):
+        file = index.parent / shard
+        if not file.is_file():
+            raise InputError(f"{index}: names shard {shard}, which is not beside it; copy every shard")
+        try:
+            state.update(load_file(str(file)))
+        except Exception as e:
+            raise InputError(f"{file}: not a readable safetensors file ({_short(e)})") from None
+    absent = [k for k in weight_map if k not in state]
+    if absent:
+        raise InputError(f"{index}: {len(absent)} tensor(s) it lists are in no shard (first: {absent[0]})")
+    return state
 
 
 # timm's training checkpoints carry the command line as an argparse.Namespace ("args"); timm's
@@ -214,9 +248,12 @@ def fit_prefix(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> dict[str, Any]:
     """`model.load_state_dict(state)` with a one-line error naming the first mismatches.
 
-    Returns {"stripped_prefix": a wrapper prefix removed to make the keys fit, or None}."""
+    Returns {"stripped_prefix": a wrapper prefix removed to make the keys fit, or None,
+    "filled": how many BatchNorm step counters the file lacked and were filled}."""
     state, prefix = fit_prefix(state, model)
     own = model.state_dict()
+    filled = [k for k in own if k not in state and k.rsplit(".", 1)[-1] == BN_COUNTER]
+    state = {**state, **{k: own[k] for k in filled}}  # as PyTorch fills it (see BN_COUNTER)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [
@@ -243,7 +280,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: P
         raise InputError(f"{path}: weights do not fit this architecture ({' | '.join(parts)}); {hint}")
     check_finite(state, path)
     model.load_state_dict(state, strict=True)
-    return {"stripped_prefix": prefix}
+    return {"stripped_prefix": prefix, "filled": len(filled)}
 
 
 def _first(items: list[str], sep: str = ", ") -> str:

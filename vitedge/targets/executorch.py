@@ -5,7 +5,8 @@
 Android/iOS/Linux boards and under its Python bindings here, where vitedge runs and verifies it.
 
 - et-int8: PT2E static quantisation with ExecuTorch's `XNNPACKQuantizer` (int8 symmetric,
-  per-output-channel weights, per-tensor activations from a histogram observer), calibrated on
+  per-output-channel weights, per-tensor activations from a histogram observer; Conv + ReLU6
+  quantised as one op, as XNNPACK runs it: vitedge.targets.pt2e_fuse), calibrated on
   the same calibration set as every other INT8 target, then lowered like fp32. The quantiser
   covers conv/linear/add/mul/cat/pooling patterns; attention's two batched matmuls and softmax
   stay float (XNNPACK runs them in fp32).
@@ -142,12 +143,30 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
     module = ctx.loaded.module
     ctx.check_module_names(o.keep_float, "--et-keep-float")
     keep = ctx.float_modules(o.keep_float, o.quantize_head)
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=o.per_channel))
-    if keep:
-        # set_module_name(name, None) is not supported by this quantiser; a filter that refuses
-        # every node traced from a kept module leaves those modules unannotated (float).
-        kept = [get_module_name_filter(n) for n in keep]
-        quantizer.set_filter_function(lambda node: not any(f(node) for f in kept))
+    from torchao.quantization.pt2e.quantizer import (
+        get_bias_qspec,
+        get_input_act_qspec,
+        get_output_act_qspec,
+        get_weight_qspec,
+    )
+
+    from vitedge.targets.pt2e_fuse import annotate_conv_clamp
+
+    # set_module_name(name, None) is not supported by this quantiser; a filter that refuses every
+    # node traced from a kept module leaves those modules unannotated (float).
+    kept = [get_module_name_filter(n) for n in keep]
+    quantize_node = (lambda node: not any(f(node) for f in kept)) if keep else None
+    fused: list[int] = []
+
+    class ConvClampXNNPACKQuantizer(XNNPACKQuantizer):  # Conv + ReLU6 as one op: see targets.pt2e_fuse
+        def annotate(self, model: Any) -> Any:
+            fused.append(annotate_conv_clamp(model, self.global_config, (
+                get_input_act_qspec, get_weight_qspec, get_bias_qspec, get_output_act_qspec), quantize_node))
+            return super().annotate(model)
+
+    quantizer = ConvClampXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=o.per_channel))
+    if quantize_node is not None:
+        quantizer.set_filter_function(quantize_node)
     # Calibrate through a dynamic-batch graph even for a static target: one observer call per
     # CALIB_BATCH samples instead of per sample; the converted module is re-exported below.
     calib_max = max(CALIB_BATCH, dynamic_max or 0)
@@ -165,6 +184,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
         "scheme": {"weights": "int8 symmetric " + ("per-channel" if o.per_channel else "per-tensor"),
                    "activations": "int8 per-tensor affine (HistogramObserver), static"},
         "quantize_nodes": n_q,
+        "conv_clamp_fused": sum(fused),  # Conv + ReLU6 pairs quantised as one op (targets.pt2e_fuse)
         "kept_float": list(keep),
         "calibration": ctx.calibration.provenance(),
     }

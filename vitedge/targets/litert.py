@@ -211,8 +211,20 @@ def make_quantizer(per_channel: bool, keep_float: tuple[str, ...]) -> Any:
     def quantize_node(node: Any) -> bool:
         return not any(f == k or f.startswith(k + ".") for f in _module_fqns(node) for k in keep)
 
+    from litert_torch.quantize.pt2e_quantizer_utils import (
+        get_bias_qspec,
+        get_input_act_qspec,
+        get_output_act_qspec,
+        get_weight_qspec,
+    )
+
+    from vitedge.targets.pt2e_fuse import annotate_conv_clamp
+
     class KeepFloatPT2EQuantizer(PT2EQuantizer):
         def _annotate_for_static_quantization_config(self, model: Any) -> Any:
+            # Conv + ReLU6 as one op first (the quantiser fuses only Conv + ReLU): targets.pt2e_fuse
+            annotate_conv_clamp(model, self.global_config, (get_input_act_qspec, get_weight_qspec, get_bias_qspec,
+                                                            get_output_act_qspec), quantize_node if keep else None)
             self._annotate_all_static_patterns(model, self.global_config, quantize_node if keep else None)
             return model
 

@@ -67,10 +67,21 @@ class ParityResult:
     checks: list[Check]
     accuracy: dict[str, Any] | None = None  # {"reference", "artifact", "delta_pts", "n", "data"}
     notes: list[str] = field(default_factory=list)
+    # False: no images of the model's own distribution, so a calibrated/BF16 artifact was not
+    # gated (vitedge.inputs); its numbers are still reported. Neither passed nor failed.
+    judged: bool = True
+    images_n: int | None = None  # how many real images the rates below are over
+    input_dependence: float | None = None  # see `input_dependence`
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        if not self.passed:
+            return "failed"
+        return "passed" if self.judged else "not judged"
 
     def worst(self, metric: str) -> float:
         """The worst value of `metric` over all outputs and input sets."""
@@ -116,7 +127,33 @@ class ParityResult:
             "outputs": {o: {k: asdict(v) for k, v in sets.items()} for o, sets in self.outputs.items()},
             "accuracy": self.accuracy,
             "notes": self.notes,
+            "judged": self.judged,
+            "verdict": self.verdict,
+            "images_n": self.images_n,
+            "input_dependence": self.input_dependence,
         }
+
+
+# Below this, the reference gives (nearly) the same outputs for every input, and an artifact that
+# reproduces that constant passes every gate without its numerics being tested (measured: an
+# untrained timm Hiera, whose logits are the same for every image, "passed" with max error 0).
+MIN_INPUT_DEPENDENCE = 1e-3
+
+
+def input_dependence(ref: np.ndarray) -> float:
+    """How much the reference outputs vary across the inputs: the RMS of each output's deviation
+    from the mean output, over the RMS of the outputs (0: one output for every input)."""
+    r = ref.astype(np.float64).reshape(len(ref), -1)
+    if len(r) < 2:
+        return float("inf")
+    scale = float(np.sqrt((r**2).mean()))
+    return float(np.sqrt(((r - r.mean(0)) ** 2).mean())) / max(scale, 1e-30) if scale > 0 else 0.0
+
+
+def proves_little_note(dependence: float, n: int) -> str:
+    return (f"the gate proves little here: the reference outputs barely depend on the input (they vary by "
+            f"{dependence:.1e} of their size across {n} inputs), so any artifact that reproduces that near-constant "
+            "passes; judge this model on images it responds to, or with trained weights")
 
 
 def output_stats(ref: np.ndarray, art: np.ndarray) -> OutputStats:

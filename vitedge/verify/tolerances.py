@@ -51,12 +51,18 @@ TOLERANCES: dict[str, Tolerance] = {
     # fp16: ~3 decimal digits per op; logits move by ~1e-3 relative.
     "fp16": Tolerance(max_abs=None, cosine_min=0.9999, cosine_mean=0.9999, top1_agreement=0.999,
                       max_accuracy_drop=0.1),
-    # bf16: fp32's exponent with an 8-bit mantissa (~2-3 digits); measured on the built-ins with
-    # OpenVINO's bf16 CPU kernels: worst cosine 0.99953, mean 0.999996, agreement 1.0.
-    "bf16": Tolerance(max_abs=None, cosine_min=0.998, cosine_mean=0.9995, top1_agreement=0.995,
+    # bf16: fp32's exponent with an 8-bit mantissa (~2-3 digits). Measured with OpenVINO's bf16
+    # CPU kernels: the built-ins (10 classes) worst cosine 0.99953, mean 0.999996; a real ImageNet
+    # EfficientNet-Lite0 on real photos (1000 classes: the same rounding spread over 100x more
+    # logits) worst 0.9982, mean 0.9994, 24/24 top-1 agreement (benchmarks/pretrained.py).
+    "bf16": Tolerance(max_abs=None, cosine_min=0.995, cosine_mean=0.998, top1_agreement=0.995,
                       max_accuracy_drop=0.2),
-    # int8: the accuracy budget is what matters; agreement catches silent class swaps.
-    "int8": Tolerance(max_abs=None, cosine_min=0.95, cosine_mean=0.998, top1_agreement=0.98,
+    # int8: the accuracy budget is what matters; agreement catches silent class swaps. The mean
+    # cosine floor is 0.99: a sound recipe on a real ImageNet model measures 0.994-0.995 on real
+    # photos with 23-24/24 agreement (EfficientNet-Lite0, SQNR ~19 dB: 1000 logits carry more
+    # noise power than 10), a broken one 0.84-0.97 (benchmarks/pretrained.py); the built-ins
+    # measure >= 0.9991.
+    "int8": Tolerance(max_abs=None, cosine_min=0.95, cosine_mean=0.99, top1_agreement=0.98,
                       max_accuracy_drop=0.5, noise_gated=False),
 }
 
@@ -79,6 +85,32 @@ UNTRAINED: dict[str, Tolerance] = {
 UNTRAINED_NOTE = ("untrained weights (random init): judged on cosine, SQNR of the centred logits and "
                   "max error / logit spread; top-1 agreement and accuracy are reported, not gated "
                   "(nearly flat logits flip their arg-max on tiny errors)")
+
+
+# With fewer judging images than this, one image moves top-1 agreement and accuracy by more than
+# their gates allow (1 of 20 is 5 points against a 0.5-point accuracy budget), so on small sets
+# those two are reported with their n and not gated; the per-image cosine floors (and max_abs,
+# SQNR where set) are the gate. An explicit --tol-top1-agreement / --tol-accuracy-drop still gates.
+SMALL_SET = 200
+DISCRETE_GATES = ("top1_agreement", "max_accuracy_drop")
+
+
+def small_set_note(n: int) -> str:
+    return (f"{n} judging images: one image is {100 / n:.1f} pts of top-1 agreement/accuracy, so those are "
+            "reported with their n, not gated; the gate is the per-image cosine (and max error)")
+
+
+def for_small_set(tol: Tolerance, n: int, overridden: set[str]) -> Tolerance:
+    """`tol` with the discrete gates off when `n` < SMALL_SET (unless the user set them)."""
+    if n >= SMALL_SET:
+        return tol
+    off: dict[str, Any] = {k: None for k in DISCRETE_GATES if k not in overridden}
+    return replace(tol, **off)
+
+
+def not_judged() -> Tolerance:
+    """Nothing gated but finiteness: an artifact with no images of its model's distribution."""
+    return Tolerance(noise_gated=False)
 
 
 def tolerance_for(precision: str, untrained: bool = False, **overrides: float | None) -> Tolerance:

@@ -1,0 +1,57 @@
+"""Conv + ReLU6 (hardtanh) quantised as one op, for the PT2E quantisers of ExecuTorch's XNNPACK
+and LiteRT.
+
+Both quantisers fuse a Conv with a following ReLU (one output quantiser, after the ReLU) but not
+with a ReLU6 / hardtanh: the Conv's output is then quantised over its whole pre-activation range
+(often -50..+50) and the clamp shares that quantiser, so the [0, 6] that reaches the next layer
+keeps a few of the 256 levels. MobileNet/EfficientNet-style models are made of Conv + ReLU6.
+XNNPACK itself fuses the clamp into the convolution (its FuseActivationPass takes hardtanh as it
+takes relu), so annotating the pair as ReLU is annotated is what the runtime runs anyway.
+Measured on the real ImageNet EfficientNet-Lite0 (benchmarks/pretrained.py): see the targets.
+
+Each quantiser's own qspec helpers are passed in, so the specs are exactly the ones it would
+have written for Conv + ReLU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Q_ANNOTATION_KEY = "quantization_annotation"  # torchao.quantization.pt2e.quantizer.quantizer
+
+
+def annotate_conv_clamp(gm: Any, config: Any, qspecs: tuple[Callable[..., Any], ...],
+                        filter_fn: Callable[[Any], bool] | None = None) -> int:
+    """Annotate every Conv -> hardtanh pair of `gm` (Conv used only by the clamp) as one quantised
+    op: Conv inputs/weights/bias quantised, one output quantiser after the clamp. `qspecs`: the
+    quantiser's (input_act, weight, bias, output_act) qspec getters. Returns pairs annotated."""
+    import torch
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    input_q, weight_q, bias_q, output_q = qspecs
+    clamps = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+    convs = (torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+    done = 0
+    for clamp in gm.graph.nodes:
+        if clamp.op != "call_function" or clamp.target not in clamps:
+            continue
+        conv = clamp.args[0]
+        if getattr(conv, "op", None) != "call_function" or conv.target not in convs or len(conv.users) > 1:
+            continue
+        act, weight = conv.args[0], conv.args[1]
+        bias = conv.args[2] if len(conv.args) > 2 and conv.args[2] is not None else None
+        partition = [clamp, conv, weight] + ([bias] if bias is not None else [])
+        if any(Q_ANNOTATION_KEY in n.meta and n.meta[Q_ANNOTATION_KEY]._annotated for n in partition):
+            continue
+        if filter_fn is not None and not all(filter_fn(n) for n in partition):
+            continue
+        qmap = {act: input_q(config), weight: weight_q(config)}
+        if bias is not None:
+            qmap[bias] = bias_q(config)
+        conv.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(input_qspec_map=qmap, _annotated=True)
+        clamp.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(output_qspec=output_q(config), _annotated=True)
+        for n in partition[2:]:
+            n.meta.setdefault(Q_ANNOTATION_KEY, QuantizationAnnotation())._annotated = True
+        done += 1
+    return done
