@@ -240,3 +240,20 @@ def test_auto_cpu_end_to_end(tmp_path, capsys):
     assert set(chosen[0]["p50_ms_by_threads"]) == {str(t) for t in [cores, *fewer_threads(cores)]}
     assert manifest["artifact"].get("max_threads") == (best[1] if best[1] < cores else None)
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no scratch left behind
+
+
+def test_ov_int8_recipe_by_family_and_cpu(monkeypatch):
+    """CNNs get per-tensor activations with global min/max ranges, transformers NNCF's own; the
+    first layer's 7-bit weights follow the CPU (measured reasons in targets/openvino.py)."""
+    import vitedge.sysinfo as si
+    from vitedge.targets.openvino import OvInt8Options, cnn_recipe
+
+    monkeypatch.setattr(si, "cpu_flags", lambda: ["avx2", "avx512_vnni"])
+    assert cnn_recipe(OvInt8Options(), transformer=False) == {
+        "act_range": "minmax", "act_per_channel": False, "overflow_fix": "disable"}
+    assert cnn_recipe(OvInt8Options(), transformer=True) == {
+        "act_range": "nncf", "act_per_channel": None, "overflow_fix": "disable"}
+    monkeypatch.setattr(si, "cpu_flags", lambda: ["avx2"])
+    assert cnn_recipe(OvInt8Options(), transformer=False)["overflow_fix"] == "first_layer"
+    mine = OvInt8Options(act_range="nncf", act_per_channel=True, overflow_fix="enable")
+    assert cnn_recipe(mine, transformer=False) == {"act_range": "nncf", "act_per_channel": True, "overflow_fix": "enable"}

@@ -55,8 +55,10 @@ TOLERANCES: dict[str, Tolerance] = {
     # CPU kernels: the built-ins (10 classes) worst cosine 0.99953, mean 0.999996; a real ImageNet
     # EfficientNet-Lite0 on real photos (1000 classes: the same rounding spread over 100x more
     # logits) worst 0.9982, mean 0.9994, 24/24 top-1 agreement (benchmarks/pretrained.py).
+    # Like INT8, its error depends on the inputs: the seeded noise inputs gate finiteness only
+    # (that model's noise: cosine mean 0.9974, its photos 0.9994).
     "bf16": Tolerance(max_abs=None, cosine_min=0.995, cosine_mean=0.998, top1_agreement=0.995,
-                      max_accuracy_drop=0.2),
+                      max_accuracy_drop=0.2, noise_gated=False),
     # int8: the accuracy budget is what matters; agreement catches silent class swaps. The mean
     # cosine floor is 0.99: a sound recipe on a real ImageNet model measures 0.994-0.995 on real
     # photos with 23-24/24 agreement (EfficientNet-Lite0, SQNR ~19 dB: 1000 logits carry more
