@@ -1,6 +1,7 @@
-"""Labelled image sets for training, evaluation and accuracy checks: shapes10, an image folder,
-or a data set in its native format (the MNIST family's IDX files, see vitedge.calib.idx),
-recognised by the files in the directory.
+"""Labelled image sets for the training side (train, `vitedge eval`, probe): shapes10, an image
+folder, or a data set in its native format (the MNIST family's IDX files, see vitedge.calib.idx),
+recognised by the files in the directory. What an export reads (calibration, parity, the
+fallback's search set, accuracy) comes from vitedge.calib.imagesource instead.
 
 All come out the same way: uint8 (N, H, W, 3) pixels already resized/cropped to the model's
 input size by the checkpoint's preprocessing spec, plus labels and class names. `as_inputs`
@@ -18,10 +19,9 @@ from vitedge.calib import idx as idx_format
 from vitedge.calib import synthetic
 from vitedge.calib.folder import ImageFolder, scan_folder
 from vitedge.calib.images import load_image
+from vitedge.calib.imagesource import SYNTHETIC  # noqa: E402  (one spelling, one place)
 from vitedge.calib.preprocess import PreprocessSpec, normalize, resize_and_crop
 from vitedge.errors import InputError, UsageError
-
-SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -102,15 +102,6 @@ def idx_images(
     images = idx_format.to_model_size(raw.images[idx], spec, progress=f"reading {Path(root).name}/{split}")
     desc = f"{root} ({split} split: {len(idx)} of {len(raw)} images{note})"
     return LabelledImages(images, remap[raw.labels[idx]], tuple(classes or raw.classes), desc)
-
-
-def idx_search_split(root: str | Path, spec: PreprocessSpec, classes: tuple[str, ...], n: int,
-                     seed: int = 0) -> LabelledImages:
-    """Up to `n` images of an IDX training split's validation part (the 10% `train_val_data`
-    holds out): for the accuracy-aware fallback's search, never the test split it reports on."""
-    n_all = len(idx_format.load_split(root, "train"))
-    val = np.sort(np.random.default_rng(seed).permutation(n_all)[: n_all // 10][:n])
-    return idx_images(root, "train", spec, classes, val, f", val part, seed {seed}, search set")
 
 
 def eval_data(

@@ -176,17 +176,3 @@ def to_model_size(gray: np.ndarray, spec: PreprocessSpec, progress: str | None =
         # Same path as a PNG through load_image (mode L -> RGB) + resize_and_crop: bit-identical.
         out[i] = resize_and_crop(Image.fromarray(np.ascontiguousarray(gray[i])).convert("RGB"), spec)
     return out
-
-
-def calibration_inputs(root: str | Path, spec: PreprocessSpec, num: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """A seeded sample of the *training* split, normalised: (N, 3, H, W) float32 + description.
-
-    Accuracy is measured on the test split, so calibration images are disjoint from it by
-    construction (no per-file exclusion list is needed, unlike an image folder)."""
-    from vitedge.calib.preprocess import normalize
-
-    raw = load_split(root, "train")
-    pick = np.sort(np.random.default_rng(seed).choice(len(raw), min(num, len(raw)), replace=False))
-    x = normalize(to_model_size(raw.images[pick], spec), spec)
-    return x, (f"{root}: {len(pick)} of {len(raw)} training-split images sampled with seed {seed} "
-               "(accuracy uses the disjoint test split)")
