@@ -110,9 +110,12 @@ def test_pixels_match_the_predictor_path_for_a_png_of_the_same_image(tmp_path):
 def test_calibration_sample_comes_from_the_training_split(tmp_path):
     root = tmp_path / "fashion-mnist"
     write_idx_set(root, n_train=50)
-    x, desc = idx.calibration_inputs(root, SPEC, num=16, seed=0)
-    assert x.shape == (16, 3, 32, 32) and x.dtype == np.float32
-    assert "training-split" in desc and "disjoint test split" in desc
+    from vitedge.calib.source import load_calibration
+
+    calib = load_calibration(str(root), SPEC, num=16, seed=0, judges_too=True)
+    assert calib.inputs.shape == (16, 3, 32, 32) and calib.inputs.dtype == np.float32
+    assert "train part" in calib.description and "disjoint test split" in calib.description
+    assert calib.excluded_from_eval == ()  # the splits keep it apart, no per-image exclusion needed
 
 
 def _corrupt(root: Path, name: str, data: bytes) -> Path:
@@ -170,12 +173,16 @@ def test_the_installed_fashion_mnist_package():
 
 
 def test_fallback_search_split_is_the_held_out_validation_part(tmp_path):
-    from vitedge.calib.datasets import idx_search_split
+    from vitedge.calib.imagesource import open_source
+    from vitedge.calib.preprocess import normalize
 
     root = tmp_path / "fashion-mnist"
     write_idx_set(root, n_train=100)
     train, val = train_val_data(str(root), SPEC, seed=0)
-    search = idx_search_split(root, SPEC, idx.FASHION_MNIST_CLASSES, n=6, seed=0)
-    val_rows = {v.tobytes() for v in val.images}
-    assert len(search) == 6 and all(s.tobytes() in val_rows for s in search.images)
-    assert not {s.tobytes() for s in search.images} & {t.tobytes() for t in train.images}
+    src = open_source(root)
+    search = src.read("search", src.sample("search", 6, 0), SPEC, idx.FASHION_MNIST_CLASSES)
+    calib = src.read("calib", src.sample("calib", None, 0), SPEC)
+    val_rows = {v.tobytes() for v in normalize(val.images, SPEC)}
+    assert len(search) == 6 and all(s.tobytes() in val_rows for s in search.x)
+    assert not {s.tobytes() for s in search.x} & {t.tobytes() for t in normalize(train.images, SPEC)}
+    assert not set(search.keys) & set(calib.keys) and len(calib) == 90  # calibration never sees the val part
