@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from vitedge.verify.parity import RANDOM_SET, compare
 from vitedge.verify.tolerances import tolerance_for
@@ -64,3 +65,34 @@ def test_int8_is_judged_on_images_and_float_precisions_on_noise_too():
     assert not fp16.passed and "cosine_min" in {c.metric for c in fp16.failures()}
     untrained = compare(ref, art, tolerance_for("int8", untrained=True))
     assert untrained.passed  # the untrained INT8 gate reads the images as well
+
+
+
+def test_a_gate_on_outputs_that_ignore_the_input_says_it_proves_little():
+    from vitedge.verify.parity import MIN_INPUT_DEPENDENCE, input_dependence, proves_little_note
+
+    rng = np.random.default_rng(0)
+    varied = rng.standard_normal((8, 10))
+    constant = np.tile(rng.standard_normal(10), (8, 1))  # e.g. an untrained Hiera: same logits for every image
+    assert input_dependence(varied) > 0.5
+    assert input_dependence(constant) < MIN_INPUT_DEPENDENCE
+    assert input_dependence(constant + 1e-6 * varied) < MIN_INPUT_DEPENDENCE
+    assert "proves little" in proves_little_note(input_dependence(constant), 8)
+
+
+@pytest.mark.slow
+def test_export_of_a_model_that_ignores_its_input_is_flagged(tmp_path):
+    import torch
+
+    from vitedge.models.resolve import load_model
+    from vitedge.pipeline import export_target
+    from vitedge.request import BenchConfig, ExportRequest
+
+    loaded = load_model("vit-tiny")
+    with torch.no_grad():
+        loaded.module.head.weight.zero_()  # logits = the bias, whatever the image
+    report = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "b", eval_n=16, threads=2,
+                                                 bench=BenchConfig(warmup=1, min_runs=2, budget_s=0.1)))
+    d = report.to_dict()
+    assert report.passed and d["parity"]["input_dependence"] < 1e-3
+    assert any("proves little" in n for n in d["notes"])
