@@ -161,6 +161,9 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
             reason += f"; {batch_note}"
         max_threads = chosen_threads if chosen_threads < threads else None
         _annotate(scratch / slots[chosen], auto, rows, reason, max_threads)
+        if final.exists() and not request.force:  # another run finished there meanwhile: keep it
+            raise OutputError(f"{final}: appeared while this run was working (another run wrote it); it is kept. "
+                              "Pass --force to replace it or choose another --out")
         if final.exists():  # --force: move the old bundle aside first, then swap
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.rename(final, old)

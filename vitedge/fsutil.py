@@ -78,9 +78,15 @@ def atomic_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[P
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
             raise _output_error(final, e) from None
         raise
+    if final.exists() and not force:
+        # Another run finished at `final` while this one worked (the check above was at the
+        # start): its bundle is kept, this one is dropped, and the user hears of it.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{final}: appeared while this run was working (another run wrote it); it is kept. "
+                          "Pass --force to replace it or choose another --out")
     try:
         if final.exists():
-            # Move the old one aside first so `final` is never missing *and* half-new.
+            # --force: move the old one aside first so `final` is never missing *and* half-new.
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.rename(final, old)
             os.rename(tmp, final)
