@@ -103,7 +103,7 @@ def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
         images = shapes.read("eval", shapes.sample("eval", spec.n or 200), pre, seed=spec.seed)
         sets["images"] = images.x
         return ParityInputs(sets, None, images.description, [note], representative=False)
-    own_labels = src.kind != "synthetic" or card.classes == synthetic.CLASSES
+    own_labels = _labels_are_the_models(src, card)
     idx = src.sample("eval", spec.n, spec.seed, spec.held_out)
     if len(idx) == 0:
         raise UsageError(f"{src.location}: every image was used for calibration or the fallback's search; "
@@ -127,7 +127,7 @@ def search_set(card: ModelCard, data: str | None, n: int, seed: int, held_out: f
         raise UsageError("the accuracy-aware fallback searches on images like the model's: pass --calib DIR "
                          "(its held-out images) or --eval DIR")
     src = open_source(data)
-    own_labels = src.kind != "synthetic" or card.classes == synthetic.CLASSES
+    own_labels = _labels_are_the_models(src, card)
     if need_labels and not (src.labelled and own_labels):
         raise UsageError(f"--max-drop needs labelled images ({src.location} has no labels for this model's "
                          "classes): pass --eval DIR with class subfolders, or use --min-cosine, which needs none")
@@ -137,6 +137,12 @@ def search_set(card: ModelCard, data: str | None, n: int, seed: int, held_out: f
     images = src.read("search", idx, card.preprocess, card.classes if own_labels else None, seed=seed)
     return SearchSet(images.x, images.labels if own_labels else None, images.description + " (search set)",
                      frozenset(images.keys) if src.one_pool else frozenset())
+
+
+def _labels_are_the_models(src: Any, card: ModelCard) -> bool:
+    """Whether `src`'s labels can score this model: shapes10's only for a shapes10 model; a user
+    source's are mapped onto the model's classes by name (vitedge.calib.imagesource)."""
+    return src.kind != "synthetic" or card.classes == synthetic.CLASSES
 
 
 def calibration_held_out(calibration: Any) -> frozenset[str]:

@@ -21,8 +21,9 @@ keys the other parts took, which is how calibration images never judge the artif
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,9 @@ class ImageSource:
     kind: str  # "synthetic" | "idx" | "folder" | "array"
     labelled: bool
     flag: str = "--eval"  # the flag that named it, for error messages
+    # A folder's index (vitedge.calib.folder.ImageFolder), scanned once when it is opened: every
+    # part, key and read of this source sees the same listing.
+    folder: Any = field(default=None, compare=False, repr=False)
 
     @property
     def real(self) -> bool:
@@ -169,9 +173,9 @@ class ImageSource:
         return normalize(images, spec), raw.labels[indices], raw.classes, desc
 
     def _read_folder(self, part: str, indices: np.ndarray, spec: PreprocessSpec):  # type: ignore[no-untyped-def]
-        from vitedge.calib.folder import load_images, scan_folder
+        from vitedge.calib.folder import load_images
 
-        folder = scan_folder(self.location, labelled=self.labelled)
+        folder = self.folder
         paths = [folder.paths[i] for i in indices]
         what = "reading calibration images" if part == "calib" else f"reading {folder.root.name}"
         x = load_images(paths, spec, progress=what if len(paths) >= 50 else None)
@@ -198,9 +202,7 @@ class ImageSource:
 
     def _keys(self) -> tuple[str, ...]:
         if self.kind == "folder":
-            from vitedge.calib.folder import scan_folder
-
-            return tuple(str(p) for p in scan_folder(self.location, labelled=self.labelled).paths)
+            return tuple(str(p) for p in self.folder.paths)
         n = len(_load_array(Path(self.location), self.flag)[0])
         return tuple(f"{self.location}#{i}" for i in range(n))
 
@@ -231,7 +233,7 @@ def open_source(text: str | Path, flag: str = "--eval") -> ImageSource:
     from vitedge.calib.folder import scan_folder
 
     folder = scan_folder(path)  # raises on empty folders; class subfolders -> labelled
-    return ImageSource(text, "folder", folder.labels is not None, flag)
+    return ImageSource(text, "folder", folder.labels is not None, flag, folder)
 
 
 def _load_array(path: Path, flag: str) -> tuple[np.ndarray, np.ndarray | None]:
