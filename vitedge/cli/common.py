@@ -16,7 +16,8 @@ ModelArg = Annotated[
     str,
     typer.Argument(
         help="Built-in name (vit-tiny, convnext-zepto), registry/timm name (timm:NAME) with "
-        "--weights or --random-init, or a checkpoint file.",
+        "--weights or --random-init, a checkpoint file, or a Hugging Face folder (DIR or hf:DIR: "
+        "transformers save_pretrained or a timm hub folder).",
         show_default=False,
     ),
 ]

@@ -75,21 +75,26 @@ def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx
     return program.model_proto
 
 
-def _dynamo_unfusing_if_needed(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx.ModelProto:
+def _dynamo_unfusing_if_needed(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig,
+                               switched_to: list[str]) -> onnx.ModelProto:
     """The dynamo export; when fused attention with an additive mask (timm's BEiT relative
     position bias, MaxViT) hits "Cannot view a tensor" (pytorch/pytorch#141107), once more with
-    timm's attention unfused: the same MatMul/Softmax/MatMul maths, which exports and matches."""
+    the attention unfused: timm's `fused_attn` off, or a transformers model's SDPA switched to its
+    eager attention. The same MatMul/Softmax/MatMul maths, which exports and matches; the switch
+    is appended to `switched_to` (the report's export rewrites)."""
     try:
         return _dynamo(module, x, cfg)
     except Exception as e:
         interrupts.check()
         if "Cannot view a tensor" not in str(e):
             raise
+    from vitedge.models.hf_folder import eager_attention
     from vitedge.models.timm_models import unfused_attention
 
-    with unfused_attention(module) as switched:
-        if not switched:
+    with unfused_attention(module) as timm_switched, eager_attention(module) as hf_switched:
+        if not (timm_switched or hf_switched):
             raise ExportError("dynamo ONNX export failed: Cannot view a tensor (fused attention with a mask)")
+        switched_to.append("timm unfused attention" if timm_switched else "transformers eager attention (SDPA did not export)")
         return _dynamo(module, x, cfg)
 
 
@@ -159,11 +164,12 @@ def export_onnx(
     x = torch.zeros(batch, 3, h, w)
     fallback_reason = None
     exporter = "dynamo"
+    attention_switch: list[str] = []
     try:
         if cfg.exporter == "torchscript":
             raise RuntimeError("TorchScript exporter requested")
         with interrupts.deferred():  # torch.export re-wraps or aborts on a signal; see vitedge.interrupts
-            model = _dynamo_unfusing_if_needed(module, x, cfg)
+            model = _dynamo_unfusing_if_needed(module, x, cfg, attention_switch)
     except Exception as e:
         interrupts.check()
         if cfg.exporter == "dynamo":
@@ -189,7 +195,7 @@ def export_onnx(
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     info = ExportInfo(path, exporter, opset, cfg.static_batch is None, False, fallback_reason, slim_info,
-                      dynamic_size=cfg.dynamic_size, rewrites=rewrites)
+                      dynamic_size=cfg.dynamic_size, rewrites={**rewrites, **{a: 1 for a in attention_switch}})
     props = {"vitedge.export": _json(info.to_dict()), **(extra_metadata or {})}
     set_metadata(model, card, props)
     info.external_data = save_onnx(model, path, cfg.external_data_threshold)

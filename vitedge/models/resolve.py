@@ -5,7 +5,9 @@
 - any registry name or "timm:NAME" with `--weights FILE` (a state dict), or `--random-init`
   (untrained weights, for benchmarking only: the card says so);
 - a vitedge checkpoint (`.safetensors` with a model card in its header);
-- a foreign state dict (`.safetensors`/`.pth`/`.bin`) with `--arch NAME`.
+- a foreign state dict (`.safetensors`/`.pth`/`.bin`) with `--arch NAME`;
+- a Hugging Face folder (`DIR` or `hf:DIR`): a transformers image classifier saved with
+  `save_pretrained`, or a timm hub folder (see vitedge.models.hf_folder).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from vitedge.calib.preprocess import PreprocessSpec
 from vitedge.card import ModelCard
 from vitedge.errors import InputError, UsageError
-from vitedge.models import checkpoint, timm_models
+from vitedge.models import checkpoint, hf_folder, timm_models
 from vitedge.models.registry import build_model, get_entry
 
 
@@ -38,6 +40,8 @@ def builtin_weights_path(name: str) -> Path | None:
 
 
 def build_from_card(card: ModelCard) -> torch.nn.Module:
+    if card.arch.startswith(hf_folder.PREFIX):
+        return hf_folder.build(card.config)
     if card.arch.startswith(timm_models.PREFIX):
         return timm_models.build_timm(card.arch.removeprefix(timm_models.PREFIX), **card.config)
     return build_model(card.arch, **card.config)
@@ -120,6 +124,12 @@ def load_model(
     """`use_ema`: from a training checkpoint holding EMA weights, load those (timm's
     `load_checkpoint(use_ema=True)` convention); the card records which entry was used."""
     overrides = dict(overrides or {})
+    folder = hf_folder.folder_of(source)
+    if folder is not None:
+        if weights is not None or arch is not None:
+            raise UsageError(f"{source} is a model folder with its own architecture and weights; drop "
+                             f"{'--weights' if weights is not None else '--arch'}")
+        return _from_folder(folder, classes, random_init, overrides)
     path = Path(source)
     looks_like_file = path.suffix in (".safetensors", *checkpoint.TORCH_SUFFIXES) or path.exists()
 
@@ -216,3 +226,71 @@ def _with_weights(
     }
     meta = {**card.config[timm_models.META_KEY], "weights": weights}
     return LoadedModel(module.eval(), card.with_(config={**card.config, timm_models.META_KEY: meta}))
+
+
+def _from_folder(folder: Path, classes: tuple[str, ...] | None, random_init: bool,
+                 overrides: dict[str, Any]) -> LoadedModel:
+    """A transformers or timm hub folder: architecture, weights, classes and preprocessing all
+    from the folder's own files (vitedge.models.hf_folder)."""
+    cfg = hf_folder.read_config(folder)
+    if hf_folder.folder_kind(folder, cfg) == "timm":
+        return _from_timm_folder(folder, classes, random_init, overrides)
+    if overrides:
+        raise UsageError(f"{folder} is a transformers model folder; options {sorted(overrides)} do not apply "
+                         "(its config.json fixes them)")
+    from vitedge.models.family import probe, recipe_for
+    from vitedge.quiet import quiet
+
+    with quiet():  # transformers imports its model modules (and torchao) lazily: they log on import
+        module, info = hf_folder.load_transformers(folder, cfg, random_init)
+        spec, pre = hf_folder.hf_preprocess(folder, cfg["model_type"])
+    n = module.num_classes
+    classes = classes or hf_folder.classes_from(cfg) or tuple(f"class_{i}" for i in range(n))
+    if len(classes) != n:
+        raise UsageError(f"{len(classes)} class names given but {folder} has {n} classes (config.json num_labels)")
+    report = probe(module, spec.input_size)
+    if report.error is not None or report.output_shape != (1, n):
+        raise UsageError(f"{folder}: {info['class']} does not give (N, {n}) logits on a "
+                         f"{spec.height}x{spec.width} image ({report.error or report.output_shape})")
+    meta: dict[str, Any] = {
+        "family": report.family, "family_reason": report.reason, "family_evidence": report.evidence,
+        "input_size": list(spec.input_size), "native_input_size": list(spec.input_size),
+        # the transformers graph is traced at the processor's size (a size-changing export of
+        # their interpolate_pos_encoding path is not something vitedge has proven)
+        "spatial_size": "fixed",
+        "hf": {**info, "kind": "transformers", "folder": str(folder), "preprocess": pre},
+    }
+    if report.family == "unknown":
+        meta["notes"] = list(recipe_for("unknown").notes)
+    config = {"hf_class": info["class"], "hf_config": module.model.config.to_dict(), timm_models.META_KEY: meta}
+    card = ModelCard(arch=hf_folder.PREFIX + str(cfg["model_type"]), config=config, preprocess=spec,
+                     classes=tuple(classes), source="random-init" if random_init else str(folder))
+    return LoadedModel(module.eval(), card)
+
+
+def _from_timm_folder(folder: Path, classes: tuple[str, ...] | None, random_init: bool,
+                      overrides: dict[str, Any]) -> LoadedModel:
+    """A timm hub folder: timm's own reader gives the architecture, model_args, label names and
+    pretrained_cfg; the weights go through vitedge's safe loader like any timm checkpoint."""
+    name, pcfg, model_args = hf_folder.timm_folder_config(folder)
+    arch = timm_models.PREFIX + name
+    classes = classes or hf_folder.timm_label_names(pcfg)
+    overrides = {**model_args, **overrides}
+    if "num_classes" not in overrides and pcfg.get("num_classes"):
+        overrides["num_classes"] = int(pcfg["num_classes"])
+    if random_init:
+        module, card = new_card(arch, overrides, classes, source="random-init")
+        loaded = LoadedModel(module.eval(), card)
+    else:
+        loaded = _with_weights(arch, hf_folder.weights_file(folder, hf_folder.TIMM_WEIGHTS), classes, overrides)
+    data = timm_models._timm().data.resolve_data_config(
+        timm_models._size_args(overrides.get("img_size")), pretrained_cfg=pcfg)
+    spec = timm_models.to_preprocess(data, name)
+    meta = {**loaded.card.config[timm_models.META_KEY],
+            "hf": {"kind": "timm", "folder": str(folder),
+                   "preprocess": {"from": {"processor": f"{hf_folder.CONFIG}: pretrained_cfg "
+                                                        "(timm.data.resolve_data_config)"}},
+                   "classes_from": "label_names" if hf_folder.timm_label_names(pcfg) else None}}
+    card = loaded.card.with_(preprocess=spec, config={**loaded.card.config, timm_models.META_KEY: meta},
+                             source="random-init" if random_init else str(folder))
+    return LoadedModel(loaded.module, card)
