@@ -80,6 +80,20 @@ class PreprocessSpec:
                 known[key] = tuple(known[key])
         return cls(**known)
 
+    def describe(self) -> str:
+        """One line an app developer can implement from (also in the Core ML kit's metadata)."""
+        h, w = self.input_size
+        if self.resize_to is None:
+            resize = f"shorter side to floor({h} / crop_pct {self.crop_pct:g})"
+        elif len(self.resize_to) == 1:
+            resize = f"shorter side to {self.resize_to[0]}"
+        else:
+            resize = f"to exactly {self.resize_to[0]}x{self.resize_to[1]} (HxW)"
+        scale = "x/255" if self.rescale == 1.0 / 255.0 else f"x*{self.rescale:g}"
+        return (f"resize ({self.interpolation}) {resize}, centre-crop {h}x{w} ({self.crop_rounding} offset), "
+                f"{scale}, subtract mean {list(self.mean)}, divide by std {list(self.std)}, "
+                f"{self.channel_order} channels, {self.layout}")
+
     def input_range(self) -> tuple[float, float]:
         """The min/max value a normalised pixel can take (for seeded random parity inputs)."""
         top = 255.0 * self.rescale

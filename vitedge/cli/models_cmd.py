@@ -69,8 +69,7 @@ def inspect_command(
     console.print(f"parameters {s.params:,} ({human(s.params)})   FLOPs {human(s.flops)} per forward "
                   f"at batch {batch} ({human(s.flops / batch)} per image)")
     console.print(f"input {s.input_shape} float32 NCHW -> output {s.output_shape}")
-    console.print(f"preprocess: resize {p.interpolation} crop_pct {p.crop_pct} to {h}x{w}, "
-                  f"mean {p.mean}, std {p.std}")
+    console.print(f"preprocess: {p.describe()}")
     console.print(f"classes ({len(card.classes)}): {', '.join(card.classes[:12])}"
                   f"{', ...' if len(card.classes) > 12 else ''}")
     if card.metrics:

@@ -100,8 +100,7 @@ def _describe(mlmodel: Any, ctx: BuildContext, precision: str) -> None:
                                  f"({'int8 weights, ' if precision == 'int8' else ''}fp16 compute)")
     mlmodel.author = "vitedge"
     mlmodel.input_description["input"] = (
-        f"float32 (N,3,{pp.input_size[0]},{pp.input_size[1]}) {pp.channel_order}: resize ({pp.interpolation}, "
-        f"crop_pct {pp.crop_pct}), scale to [0,1], subtract mean {list(pp.mean)}, divide by std {list(pp.std)}")
+        f"float32 (N,3,{pp.input_size[0]},{pp.input_size[1]}): {pp.describe()}")
     mlmodel.output_description["logits"] = "raw class scores (apply softmax for probabilities); names in vitedge.classes"
     meta = mlmodel.user_defined_metadata
     meta["vitedge.preprocess"] = json.dumps(pp.to_dict())
