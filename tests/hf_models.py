@@ -70,12 +70,23 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], str, str, dict[str, Any], int]] =
 }
 
 
+# Deployment-sized configs for benchmarks (benchmarks/peers.py against Optimum), not for tests.
+BENCH: dict[str, tuple[str, dict[str, Any], str, str, dict[str, Any], int]] = {
+    "vit-small-224": ("ViTConfig", {"image_size": 224, "patch_size": 16, "hidden_size": 384, "num_hidden_layers": 12,
+                                    "num_attention_heads": 6, "intermediate_size": 1536},
+                      "ViTForImageClassification", "ViTImageProcessor", _square(224), 224),
+    "convnext-tiny-224": ("ConvNextConfig", {"hidden_sizes": [96, 192, 384, 768], "depths": [3, 3, 9, 3]},
+                          "ConvNextForImageClassification", "ConvNextImageProcessor",
+                          {"size": {"shortest_edge": 224}}, 224),
+}
+
+
 def save_folder(family: str, dst: str | Path, *, seed: int = 0, with_processor: bool = True) -> Path:
-    """`family`'s small classifier (random weights) saved to `dst` with save_pretrained."""
+    """`family`'s classifier (random weights) saved to `dst` with save_pretrained."""
     import torch
     import transformers
 
-    cfg_cls, cfg_kw, model_cls, proc_cls, proc_kw, _ = FAMILIES[family]
+    cfg_cls, cfg_kw, model_cls, proc_cls, proc_kw, _ = FAMILIES[family] if family in FAMILIES else BENCH[family]
     labels = {i: f"label_{i}" for i in range(LABELS)}
     config = getattr(transformers, cfg_cls)(**cfg_kw, num_labels=LABELS, id2label=labels,
                                              label2id={v: k for k, v in labels.items()})
