@@ -166,6 +166,8 @@ UPSTREAM = (
      "re-parameterisable blocks", ""),
     ("tuple index out of range", "upstream, torchao eager int8 (`quantize_`) on these attention blocks; "
      "these targets are out of the default matrix", ""),
+    ("timeout", "upstream, ExecuTorch: `to_edge_transform_and_lower` of the PT2E-quantised graph was still "
+     "running (py-spy: deep copies in run_decompositions) when the row's time ran out", ""),
 )
 
 
@@ -261,8 +263,9 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
             if st != "passed":
                 up = next(((desc, url) for needle, desc, url in UPSTREAM if needle in reason), None)
                 if up is None and st == "failed parity":
-                    up = ("vitedge recipe: too much INT8 error on this untrained model; "
-                          "`--max-drop`/`--min-cosine` or another INT8 target", "")
+                    prec = ((cell or {}).get("precision") or "int8").upper()
+                    up = (f"vitedge recipe: too much {prec} error on this untrained model; "
+                          f"`--max-drop`/`--min-cosine` or another {prec} target", "")
                 failures.append((a, t, st, reason, up, cell))
         grid.append(line)
 
@@ -284,7 +287,10 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
             "preprocessing from the folder; untrained weights, so the same gate as the timm rows) to every target "
             "available here: the x86 CPU targets, the TensorRT and Core ML kits (parity predicted on CPU, nothing "
             "built for the GPU / macOS), ExecuTorch and LiteRT. The parity reference is the transformers model "
-            "itself. Cells as above. EfficientFormer is not in this list: transformers 5 removed it.", "",
+            "itself. Cells as above. EfficientFormer is not in this list: transformers 5 removed it. A row that hit "
+            "the time limit (MobileViT, MobileViTV2: ExecuTorch/LiteRT INT8 conversion) had its remaining targets run "
+            "again into the same directory (`vitedge matrix FOLDER --random-init --targets ...`): its latencies come "
+            "from two runs, and the target that was running at the limit is `not run`.", "",
         ]
     else:
         lines = [
