@@ -59,6 +59,16 @@ def test_int8_export_judged_on_the_users_held_out_photos(ground, tmp_path, capsy
     report = json.loads((out / "report.json").read_text())
     assert "held out of --calib" in report["judged_on"] and str(ground / "photos" / "all") in report["judged_on"]
     assert report["calibration"]["samples"] == report["parity"]["images_n"] == 6  # 12 photos: half each
+    from vitedge.sysinfo import has_vnni
+
+    if target == "ov-int8" and not has_vnni():
+        # Measured on an AVX2-only CPU: OpenVINO's int8 kernels there saturate without NNCF's
+        # overflow fix (cosine mean 0.916) and lose to 7-bit weights with it (first layer, the
+        # default: 0.949; every layer: 0.980); all under the gate, which must say so (exit 4).
+        # ort-int8 passes there with U8U8 weights (targets.ort_int8.weight_type_for).
+        assert report["verdict"] == "failed" and code == 4, report["parity"]["checks"]
+        assert report["details"]["overflow_fix"] == "first_layer"
+        return
     assert report["verdict"] == "passed" and code == 0, (printed.out[-1500:], report["parity"]["checks"])
     assert "judged on:" in printed.out and "held out of --calib" in printed.out
     if target == "ort-int8":

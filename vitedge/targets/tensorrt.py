@@ -120,7 +120,8 @@ def to_qdq(src: Path, dst: Path, ctx: BuildContext) -> dict[str, Any]:
     o: TrtOptions = ctx.options
     # TensorRT's placement: symmetric int8 (zero point 0), full-range per-channel weights.
     cfg = OrtInt8Options(calib_method=o.calib_method, calib_percentile=o.calib_percentile, activations="int8",
-                         symmetric_activations=True, reduce_range=False, per_channel=True, exclude=o.exclude)
+                         symmetric_activations=True, reduce_range=False, per_channel=True, exclude=o.exclude,
+                         weights="int8")  # TensorRT takes symmetric int8 weights only
     details = quantize_qdq(src, dst, ctx, cfg, QdqRecipe(quantize_outputs=False, target="trt-int8"))
     model = onnx.load(str(dst))
     details["rewired_to_float"] = _feed_float_to_other_consumers(model, cfg.op_types)
