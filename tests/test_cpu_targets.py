@@ -112,9 +112,8 @@ def test_ort_int8_keeps_attention_matmuls_float(tmp_path, models, shared_work):
     assert len(floats - head) == 2 * 6  # Q.K^T and attn.V in each of the 6 blocks
     from vitedge.sysinfo import has_vnni
 
-    # follows the CPU it is judged on: int8 weights with VNNI, else uint8 (U8U8), never 7-bit by default
-    assert report.artifact.details["weights"] == ("int8" if has_vnni() else "uint8")
-    assert report.artifact.details["reduce_range"] is False
+    assert report.artifact.details["weights"] == "int8"
+    assert report.artifact.details["reduce_range"] is (not has_vnni())  # follows the CPU it is judged on
 
 
 def test_ort_reduce_range_follows_the_cpu_unless_set(monkeypatch):
@@ -122,8 +121,8 @@ def test_ort_reduce_range_follows_the_cpu_unless_set(monkeypatch):
     from vitedge.targets.ort_int8 import OrtInt8Options, reduce_range_for, weight_type_for
 
     monkeypatch.setattr(si, "cpu_flags", lambda: ["avx2", "avx512f"])
-    assert weight_type_for(OrtInt8Options()) == "uint8" and reduce_range_for(OrtInt8Options()) is False
-    assert reduce_range_for(OrtInt8Options(weights="int8")) is True  # int8 weights without VNNI saturate
+    assert weight_type_for(OrtInt8Options()) == "int8" and reduce_range_for(OrtInt8Options()) is True
+    assert reduce_range_for(OrtInt8Options(weights="uint8")) is False  # U8U8 does not saturate
     monkeypatch.setattr(si, "cpu_flags", lambda: ["avx2", "avx512_vnni"])
     assert weight_type_for(OrtInt8Options()) == "int8" and reduce_range_for(OrtInt8Options()) is False
     assert reduce_range_for(OrtInt8Options(reduce_range=True)) is True
