@@ -193,7 +193,7 @@ def test_timm_hub_folder_exports_without_arch(tmp_path, capsys, torch_threads):
     out = tmp_path / "b"
     assert main(["export", str(folder), "--target", "onnx-fp32", "--out", str(out), "--bench-budget", "0.2"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"]["classes"] == ["cat", "dog", "fox", "owl"] if "model" in manifest else True
+    assert manifest["card"]["classes"] == ["cat", "dog", "fox", "owl"]  # the label names reach the device
 
 
 def test_hf_cache_snapshot_resolves(tmp_path):
