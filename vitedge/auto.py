@@ -29,19 +29,7 @@ from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
 from vitedge.runtimes.base import default_threads
-
-# `--target auto-<device>` -> the device class whose candidates it measures (each target
-# declares the classes it serves in `Target.auto`).
-# auto-mobile measures on the machine it runs on: run it on the phone/board (or a like CPU).
-AUTO_DEVICES: dict[str, str] = {"auto-cpu": "x86", "auto-mobile": "mobile"}
-
-
-def auto_candidates(auto: str) -> list[Any]:
-    from vitedge.targets.registry import all_targets
-
-    device = AUTO_DEVICES[auto]
-    # A kit's latency is its CPU stand-in's, which says nothing about the device: never a candidate.
-    return [t for t in all_targets() if device in t.auto and not t.kit]
+from vitedge.targets.registry import AUTO_DEVICES, auto_candidates  # noqa: F401  (re-exported)
 
 
 @dataclass

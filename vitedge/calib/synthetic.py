@@ -18,6 +18,7 @@ task non-trivial (a nearest-class-mean pixel classifier stays far from solving i
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -166,6 +167,10 @@ def render_indices(
     if size < 8:
         raise UsageError(f"synthetic images need size >= 8, got {size}")
     idx = np.asarray(indices, dtype=np.int64)
+    key = (split, size, seed, idx.tobytes())
+    if key in _RENDERED:  # a matrix, a fallback search and auto all read the same parts again
+        _RENDERED.move_to_end(key)
+        return _RENDERED[key]
     images = np.empty((len(idx), size, size, 3), np.uint8)
     labels = np.empty((len(idx),), np.int64)
     order = range(len(idx))
@@ -177,7 +182,17 @@ def render_indices(
         images[i], labels[i] = render(seed, split, int(idx[i]), size)
     images.setflags(write=False)
     labels.setflags(write=False)
-    return SyntheticSplit(images, labels, split, seed)
+    _RENDERED[key] = out = SyntheticSplit(images, labels, split, seed)
+    while sum(v.images.nbytes for v in _RENDERED.values()) > _RENDER_CACHE_BYTES and len(_RENDERED) > 1:
+        _RENDERED.popitem(last=False)
+    return out
+
+
+# Rendering is ~1 ms an image in Python; the same parts are asked for again and again in one
+# process (every matrix cell and fallback trial reads the eval and search parts). Read-only
+# arrays, so sharing them is safe; bounded by size, oldest dropped first.
+_RENDERED: OrderedDict[tuple[str, int, int, bytes], SyntheticSplit] = OrderedDict()
+_RENDER_CACHE_BYTES = 256 << 20
 
 
 @lru_cache(maxsize=8)

@@ -41,8 +41,7 @@ def targets_command(
     options: Annotated[str | None, typer.Option("--options", help="List this target's options (flags and defaults).")] = None,
 ) -> None:
     """List export targets and whether each can run on this machine."""
-    from vitedge.auto import AUTO_DEVICES, auto_candidates
-    from vitedge.targets.registry import all_targets, get_target
+    from vitedge.targets.registry import AUTO_DEVICES, all_targets, auto_candidates, get_target
 
     if options is not None:
         _print_options(get_target(options))
@@ -233,16 +232,12 @@ def export_command(
 
     Target options are flags named after the target family (--ort-calib-method, --ov-preset,
     --trt-max-batch, ...): `vitedge targets --options TARGET` lists them with their defaults."""
-    from vitedge.auto import AUTO_DEVICES
     from vitedge.cli.flags import check_applicable, parse_option_values
     from vitedge.errors import ParityError, UsageError
-    from vitedge.pipeline import export_target
-    from vitedge.targets.registry import get_target
+    from vitedge.targets.registry import AUTO_DEVICES, auto_candidates, get_target
 
     is_auto = target in AUTO_DEVICES
     if is_auto:
-        from vitedge.auto import auto_candidates
-
         selected = auto_candidates(target)
     else:
         selected = [get_target(target)]
@@ -294,6 +289,8 @@ def export_command(
         result = export_auto(loaded, request, target)
         print_auto(result)
         return
+    from vitedge.pipeline import export_target
+
     report = export_target(loaded, request)
     print_report(report)
     if report.verdict == "failed":

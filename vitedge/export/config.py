@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from vitedge.errors import UsageError
 
@@ -37,3 +39,24 @@ class ExportConfig:
             raise UsageError(f"--static-batch {self.static_batch} must be >= 1")
         if self.exporter not in ("auto", "dynamo", "torchscript"):
             raise UsageError("--exporter must be auto, dynamo or torchscript")
+
+
+@dataclass
+class ExportInfo:
+    path: Path
+    exporter: str  # which exporter produced the graph
+    opset: int
+    dynamic_batch: bool
+    external_data: bool
+    fallback_reason: str | None = None
+    slim: dict[str, Any] = field(default_factory=dict)
+    dynamic_size: bool = False
+    rewrites: dict[str, int] = field(default_factory=dict)  # module rewrite -> layers it swapped
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"exporter": self.exporter, "opset": self.opset, "dynamic_batch": self.dynamic_batch,
+               "external_data": self.external_data, "fallback_reason": self.fallback_reason,
+               "slim": self.slim, "file": self.path.name, "dynamic_size": self.dynamic_size}
+        if self.rewrites:
+            out["rewrites"] = self.rewrites
+        return out

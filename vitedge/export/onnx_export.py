@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +29,11 @@ from vitedge.export.config import (  # noqa: F401  (re-exported: the exporter's 
     OUTPUT_NAME,
     TWO_GB,
     ExportConfig,
+    ExportInfo,
 )
 from vitedge.export.metadata import set_metadata
 from vitedge.export.rewrites import apply_rewrites
 from vitedge.quiet import quiet
-
-
-@dataclass
-class ExportInfo:
-    path: Path
-    exporter: str  # which exporter produced the graph
-    opset: int
-    dynamic_batch: bool
-    external_data: bool
-    fallback_reason: str | None = None
-    slim: dict[str, Any] = field(default_factory=dict)
-    dynamic_size: bool = False
-    rewrites: dict[str, int] = field(default_factory=dict)  # module rewrite -> layers it swapped
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"exporter": self.exporter, "opset": self.opset, "dynamic_batch": self.dynamic_batch,
-               "external_data": self.external_data, "fallback_reason": self.fallback_reason,
-               "slim": self.slim, "file": self.path.name, "dynamic_size": self.dynamic_size}
-        if self.rewrites:
-            out["rewrites"] = self.rewrites
-        return out
 
 
 def _dynamo(module: torch.nn.Module, x: torch.Tensor, cfg: ExportConfig) -> onnx.ModelProto:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vitedge.export.onnx_export import ExportConfig, ExportInfo
-from vitedge.models.resolve import LoadedModel
+from vitedge.export.config import ExportConfig, ExportInfo
+
+if TYPE_CHECKING:  # resolve imports torch; the target registry (and so the CLI's flags) need not
+    from vitedge.models.resolve import LoadedModel
 
 
 @dataclass

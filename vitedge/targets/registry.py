@@ -177,10 +177,21 @@ def all_targets() -> list[Target]:
 def get_target(name: str) -> Target:
     _ensure_loaded()
     if name not in _TARGETS:
-        from vitedge.auto import AUTO_DEVICES
-
         known = [*_TARGETS, *AUTO_DEVICES]
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UsageError(f"unknown target {name!r}.{hint} `vitedge targets` lists them.")
     return _TARGETS[name]
+
+
+# `--target auto-<device>` -> the device class whose candidates it measures (each target
+# declares the classes it serves in `Target.auto`). Here, not in vitedge.auto: the registry and
+# the CLI's flag table need the names without importing the build side (torch).
+# auto-mobile measures on the machine it runs on: run it on the phone/board (or a like CPU).
+AUTO_DEVICES: dict[str, str] = {"auto-cpu": "x86", "auto-mobile": "mobile"}
+
+
+def auto_candidates(auto: str) -> list[Target]:
+    device = AUTO_DEVICES[auto]
+    # A kit's latency is its CPU stand-in's, which says nothing about the device: never a candidate.
+    return [t for t in all_targets() if device in t.auto and not t.kit]
