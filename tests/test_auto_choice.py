@@ -3,7 +3,7 @@ fastest among the candidates that passed, so INT8 wins only where its kernels pa
 
 from __future__ import annotations
 
-from vitedge.auto import _explain, _explain_threads, auto_candidates, choose, fewer_threads
+from vitedge.auto import auto_candidates, choose, explain_choice, explain_threads, fewer_threads
 from vitedge.bench.latency import summarize
 
 # p50 ms measured side by side (shapes of real runs: vit-tiny on an AVX-512 VNNI CPU, and the
@@ -24,7 +24,7 @@ class _Report:
 def _reason(p50: dict[str, float]) -> tuple[str, str]:
     chosen = choose(p50)
     stats = {n: summarize([v] * 5, 1, 0) for n, v in p50.items()}
-    return chosen, _explain(chosen, list(p50), stats, {n: _Report(PRECISION[n]) for n in p50})
+    return chosen, explain_choice(chosen, list(p50), stats, {n: _Report(PRECISION[n]) for n in p50})
 
 
 def test_on_a_vnni_cpu_the_fastest_int8_artifact_wins():
@@ -64,18 +64,18 @@ LARGE = {("ov-int8", 2): 8.3, ("ov-int8", 1): 15.9, ("ort-int8", 2): 9.4, ("ort-
 def test_a_small_model_runs_on_fewer_threads_and_says_so():
     name, threads = choose(SMALL)
     assert (name, threads) == ("ov-int8 (transformer=False)", 1)
-    text = _explain_threads(name, threads, 2, SMALL)
+    text = explain_threads(name, threads, 2, SMALL)
     assert "fastest on 1 of 2 threads" in text and "max_threads=1" in text
 
 
 def test_a_large_model_keeps_every_thread():
     name, threads = choose(LARGE)
     assert (name, threads) == ("ov-int8", 2)
-    assert "is fastest on all 2" in _explain_threads(name, threads, 2, LARGE)
+    assert "is fastest on all 2" in explain_threads(name, threads, 2, LARGE)
 
 
 def test_the_re_timing_names_a_changed_pick():
-    text = _explain_threads("ort-int8", 1, 2, SMALL, first="ov-int8 (transformer=False)")
+    text = explain_threads("ort-int8", 1, 2, SMALL, first="ov-int8 (transformer=False)")
     assert "ort-int8 (not ov-int8 (transformer=False)) runs fastest on 1 of 2 threads" in text
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from images import write_awkward_images
 
-from vitedge.auto import _explain, choose, fewer_threads
+from vitedge.auto import choose, explain_choice, fewer_threads
 from vitedge.bench.latency import summarize
 from vitedge.calib.source import OrtCalibrationReader, load_calibration, nncf_dataset
 from vitedge.cli.main import main
@@ -214,7 +214,7 @@ def test_auto_explains_when_int8_does_not_pay():
     stats = {"onnx-fp32": _stats(1.0), "ort-int8": _stats(1.6), "ov-fp16": _stats(1.2)}
     reports = {"onnx-fp32": _R("fp32"), "ort-int8": _R("int8"), "ov-fp16": _R("fp16")}
     chosen = choose({n: s.p50 for n, s in stats.items()})
-    text = _explain(chosen, list(stats), stats, reports)
+    text = explain_choice(chosen, list(stats), stats, reports)
     assert chosen == "onnx-fp32" and "INT8 does not pay" in text and "1.20x slower" in text
 
 
@@ -255,9 +255,9 @@ def test_auto_cpu_end_to_end(tmp_path, capsys, monkeypatch):
 
 def test_ov_int8_recipe_by_family_and_cpu(monkeypatch):
     """CNNs get per-tensor activations with global min/max ranges, transformers NNCF's own; the
-    first layer's 7-bit weights follow the CPU (measured reasons in targets/openvino.py)."""
+    first layer's 7-bit weights follow the CPU (measured reasons in targets/openvino_int8.py)."""
     import vitedge.sysinfo as si
-    from vitedge.targets.openvino import OvInt8Options, cnn_recipe
+    from vitedge.targets.openvino_int8 import OvInt8Options, cnn_recipe
 
     monkeypatch.setattr(si, "cpu_flags", lambda: ["avx2", "avx512_vnni"])
     assert cnn_recipe(OvInt8Options(), transformer=False) == {

@@ -65,7 +65,7 @@ def test_preprocessing_reproduces_the_processor_on_awkward_sizes():
     import transformers
     from PIL import Image
 
-    from vitedge.models.hf_folder import check_images, processor_difference, spec_from_processor
+    from vitedge.models.hf_preprocess import check_images, processor_difference, spec_from_processor
 
     rng = np.random.default_rng(3)
     images = check_images() + [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))

@@ -12,14 +12,8 @@ from vitedge.errors import UsageError
 from vitedge.models.resolve import load_model, new_card
 from vitedge.models.vit import VisionTransformer
 from vitedge.train import mae as mae_mod
-from vitedge.train.mae import (
-    MaskedAutoencoder,
-    PretrainConfig,
-    patchify,
-    pretrain,
-    random_masking,
-    unpatchify,
-)
+from vitedge.train.mae import PretrainConfig, pretrain
+from vitedge.train.mae_model import MaskedAutoencoder, patchify, random_masking, unpatchify
 from vitedge.train.probe import extract_features, fit_logistic, linear_probe
 
 # A 2-block ViT at 32 px with 8-px patches: 16 patches, like vit-tiny's 4x4 grid at 64 px.

@@ -171,3 +171,52 @@ def test_each_default_is_written_once():
         assert not homes, f"{target.name} is named outside its target file: {homes}"
     assert sum(len(re.findall(r"\bopset: int = \d+|DEFAULT_OPSET = \d+", t)) for t in sources.values()) == 1
     assert sum(len(re.findall(r"max_batch: int = 8\b", t)) for t in sources.values()) == 1
+
+    def count(pattern: str) -> int:
+        # The device kits (trt_kit, coreml_kit) are copied into bundles and run without vitedge
+        # installed: they spell their own constants.
+        return sum(len(re.findall(pattern, t)) for p, t in sources.items() if not p.parent.name.endswith("_kit"))
+
+    assert count(r'\(\s*"MatMul",\s*"Gemm",\s*"Conv"\s*\)') == 1  # models.family.INT8_OP_TYPES
+    assert count(r'"reference\.npz"') == 1  # bundle.manifest.REFERENCE
+    assert count(r"99\.999\b") == 1 and count(r'opt\("minmax"') == 0  # calibration defaults (ORT and TensorRT)
+    assert count(r"\bwarmup: int = \d") == 0 and count(r"\bmin_runs: int = \d") == 0  # bench.latency's
+    assert count(r"\bWARMUP, MIN_RUNS, MAX_RUNS = ") == 1
+
+
+@pytest.mark.parametrize("option_class, flag", [("vitedge.targets.ort_int8:OrtInt8Options", "--ort-calib-percentile"),
+                                                 ("vitedge.targets.tensorrt:TrtOptions", "--trt-calib-percentile")])
+def test_a_calibration_percentile_out_of_range_names_its_own_flag(option_class, flag):
+    import importlib
+
+    from vitedge.errors import UsageError
+
+    module, name = option_class.split(":")
+    with pytest.raises(UsageError, match=f"^{flag} 50 must be in \\[90, 100\\]"):
+        getattr(importlib.import_module(module), name)(calib_percentile=50.0)
+
+
+def test_the_plan_resolves_options_once_and_the_build_gets_them_typed(tmp_path):
+    """plan_export: typed options (the target's own frozen dataclass), the budget as the gate,
+    the same instance in the request the pipeline runs; matrix cells as plans."""
+    from vitedge.errors import UsageError
+    from vitedge.plan import plan_cells, plan_export
+    from vitedge.targets.ort_int8 import OrtInt8Options
+
+    plan = plan_export("ort-int8", {"ort-calib-method": "percentile", "calib_percentile": "99.9"},
+                       ignore=["/blocks.0/attn/MatMul"], max_drop=0.4, tolerance={"max_abs": 1.0})
+    assert isinstance(plan.options, OrtInt8Options) and not plan.is_auto and plan.needs_calibration
+    assert (plan.options.calib_method, plan.options.calib_percentile) == ("percentile", 99.9)
+    assert plan.options.exclude == ("/blocks.0/attn/MatMul",)  # --ignore is the target's fallback option
+    assert plan.tolerance == {"max_abs": 1.0, "max_accuracy_drop": 0.4, "cosine_mean": None}
+    request = plan.request(tmp_path / "b", eval_n=10)
+    assert request.options is plan.options and request.budget is plan.budget and request.target == "ort-int8"
+    auto = plan_export("auto-cpu", {"ov-transformer": "false"})
+    assert auto.is_auto and auto.options == {"ov-transformer": "false"} and len(auto.candidates) > 2
+    with pytest.raises(UsageError, match="--ort-calib-method"):
+        plan_export("ort-int8", {"ort-calib-method": "nope"})
+    cells = plan_cells(["onnx-fp32", "ort-int8"], {"ort-calib-method": "entropy"}, max_drop=0.5)
+    assert [c.budget is None for c in cells] == [True, False]  # the budget only where layers can be kept
+    assert cells[1].options.calib_method == "entropy" and cells[0].options.__class__.__name__ == "NoOptions"
+    with pytest.raises(UsageError, match="no target has this option"):
+        plan_cells(["onnx-fp32"], {"nonsense-key": "1"})

@@ -13,9 +13,7 @@ small model can run faster on fewer, and the bundle records the count (`max_thre
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from vitedge.bench.latency import LatencyStats
-from vitedge.errors import OutputError, ParityError, VitedgeError
+from vitedge.errors import ParityError, VitedgeError
+from vitedge.fsutil import atomic_dir
 from vitedge.models.resolve import LoadedModel
 from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
@@ -100,15 +99,14 @@ def auto_export_config(request: ExportRequest) -> tuple[Any, str | None]:
 
 
 def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-cpu") -> AutoResult:
-    final = Path(request.out)
-    if final.exists() and not request.force:
-        raise OutputError(f"{final}: already exists; pass --force to replace it or choose another --out")
     export_cfg, batch_note = auto_export_config(request)
     request = replace(request, export=export_cfg)
     candidates, rows = candidates_for(auto, request, loaded.card)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.auto-", dir=final.parent))
-    try:
+    # The bundle is written like any other (fsutil.atomic_dir: refused if --out exists, disk-full
+    # and permission errors named, replaced only when complete); the candidates are built inside
+    # it and the chosen one's files moved up at the end.
+    with atomic_dir(request.out, force=request.force) as bundle:
+        scratch = bundle / ".candidates"
         shared = SharedWork(scratch / "shared")
         reports: dict[str, ExportReport] = {}
         slots = {c.label: c.slot for c in candidates}
@@ -142,25 +140,16 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
             rows.append(_row(n, reports[n], together[n], "chosen" if n == chosen else "passed",
                              {t: p for (m, t), p in by_threads.items() if m == n}))
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
-        reason = _explain(first, passing, together, reports)
+        reason = explain_choice(first, passing, together, reports)
         if by_threads:
-            reason += "; " + _explain_threads(chosen, chosen_threads, threads, by_threads, first)
+            reason += "; " + explain_threads(chosen, chosen_threads, threads, by_threads, first)
         if batch_note:
             reason += f"; {batch_note}"
         max_threads = chosen_threads if chosen_threads < threads else None
         _annotate(scratch / slots[chosen], auto, rows, reason, max_threads)
-        if final.exists() and not request.force:  # another run finished there meanwhile: keep it
-            raise OutputError(f"{final}: appeared while this run was working (another run wrote it); it is kept. "
-                              "Pass --force to replace it or choose another --out")
-        if final.exists():  # --force: move the old bundle aside first, then swap
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.rename(final, old)
-            os.rename(scratch / slots[chosen], final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(scratch / slots[chosen], final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for f in (scratch / slots[chosen]).iterdir():
+            f.rename(bundle / f.name)
+        shutil.rmtree(scratch)
     return AutoResult(chosen, reports[chosen], rows, reason, max_threads)
 
 
@@ -230,7 +219,7 @@ def _time_threads(finalists: list[str], reports: dict[str, ExportReport], bundle
     return {keys[k]: s.p50 for k, s in stats.items()}
 
 
-def _explain_threads(chosen: str, chosen_threads: int, threads: int, by_threads: dict[tuple[str, int], float],
+def explain_threads(chosen: str, chosen_threads: int, threads: int, by_threads: dict[tuple[str, int], float],
                      first: str | None = None) -> str:
     """How the (candidate, threads) re-timing decided; `first`: the pick of the first timing."""
     mine = {t: p for (n, t), p in by_threads.items() if n == chosen}
@@ -258,7 +247,7 @@ def _row(name: str, r: ExportReport, t: LatencyStats | None, status: str,
     return row
 
 
-def _explain(chosen: str, passing: list[str], t: dict[str, LatencyStats], reports: dict[str, ExportReport]) -> str:
+def explain_choice(chosen: str, passing: list[str], t: dict[str, LatencyStats], reports: dict[str, ExportReport]) -> str:
     ranked = sorted(passing, key=lambda n: t[n].p50)
     parts = [f"{chosen} is the fastest candidate that passed its parity gate "
              f"(p50 {t[chosen].p50:.3f} ms, timed side by side with {len(passing) - 1} other passing candidate(s))"]

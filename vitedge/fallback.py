@@ -215,14 +215,12 @@ def run_fallback(target: Any, ctx: Any, artifact: Any, budget: Budget, search_se
 
     kept_names = search([r.node for r in rows], trial, budget, initial, result)
     k = len(kept_names)
-    if k not in trials:  # nothing buildable met the budget: keep the original, say so
+    if k not in trials:  # nothing buildable met the budget (or nothing to keep): the original, said so
         result.met = False
         return artifact, result
     result.met = budget.met(evaluate_cached(result, k))
     result.kept = [{"label": r.label, "node": r.node, "op": r.op, "module": r.module, "evidence": r.evidence}
                    for r in rows[:k]]
-    if k == 0 or k not in trials:
-        return artifact, result
     # Keep the all-reduced artifact aside for the side-by-side latency cost, then swap in the winner.
     original = ctx.work_dir / "fallback-original"
     shutil.copytree(ctx.bundle_dir, original)

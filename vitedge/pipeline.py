@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vitedge.bench.latency import LatencyStats, time_calls_with_progress
+from vitedge.bundle.manifest import REFERENCE
 from vitedge.errors import ExportError, VitedgeError
 from vitedge.export.onnx_export import ExportConfig, ExportInfo, export_onnx
 from vitedge.fsutil import atomic_dir
@@ -63,7 +64,6 @@ from vitedge.verify.tolerances import (
     tolerance_for,
 )
 
-REFERENCE_FILE = "reference.npz"
 # Precisions whose error depends on the input distribution (calibrated scales, an 8-bit
 # mantissa): judged only on images of the model's own distribution (vitedge.inputs, rule 4).
 DISTRIBUTION_JUDGED = ("int8", "bf16")
@@ -252,7 +252,7 @@ def write_stage(bundle: Path, report: ExportReport, inputs: ParityInputs, ref_ou
                 art_out: dict[str, dict[str, np.ndarray]], request: ExportRequest, target: Target) -> None:
     from vitedge.bundle.writer import write_bundle_files
 
-    write_reference(bundle / REFERENCE_FILE, inputs, ref_out, art_out)
+    write_reference(bundle / REFERENCE, inputs, ref_out, art_out)
     write_bundle_files(bundle, report, request.export, target)
 
 
@@ -260,7 +260,9 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
     """Build, verify and time one target; the bundle appears at request.out only when complete."""
     target: Target = get_target(request.target)
     check_target_ready(target, request)
-    options = target.options_from(request.options)
+    # Typed options from an ExportPlan go to the build as they are; a plain {key: value} dict
+    # (API callers, auto's shared values) is turned into this target's options here.
+    options = request.options if isinstance(request.options, target.options) else target.options_from(request.options)
     threads = request.threads or default_threads()
     t0 = time.perf_counter()
     card = loaded.card

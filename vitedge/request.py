@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vitedge.bench.latency import MIN_RUNS, WARMUP
 from vitedge.export.config import ExportConfig
 from vitedge.inputs import EvalSpec, calibration_held_out, judging_data
 
@@ -13,9 +14,9 @@ from vitedge.inputs import EvalSpec, calibration_held_out, judging_data
 @dataclass(frozen=True)
 class BenchConfig:
     batch: int = 1
-    warmup: int = 10
-    min_runs: int = 30
-    budget_s: float = 3.0
+    warmup: int = WARMUP
+    min_runs: int = MIN_RUNS
+    budget_s: float = 3.0  # a `vitedge export`'s default --bench-budget (the helpers' own is BUDGET_S)
     # Time artifact and reference each in its own process, one working at a time
     # (vitedge.bench.isolated): in one process torch's OpenMP workers spin into the other
     # runtime's blocks (measured up to 1.14x on vit-tiny). `vitedge export` turns it on; callers
@@ -40,8 +41,9 @@ class ExportRequest:
     tolerance: dict[str, float | None] = field(default_factory=dict)
     bench: BenchConfig = BenchConfig()
     calibration: Any = None  # a CalibrationSet for targets that need one
-    # Target options by key ("ort-calib-method") or field name; each target takes the ones it declares.
-    options: dict[str, Any] = field(default_factory=dict)
+    # The target's options instance (vitedge.plan.plan_export), or {key: value} by key
+    # ("ort-calib-method") or field name, of which each target takes the ones it declares.
+    options: Any = field(default_factory=dict)
     parity_batch: int = 32
     budget: Any = None  # vitedge.fallback.Budget: accuracy-aware fallback for INT8/FP16 targets
     fallback_n: int = 1000  # search-set images (shapes10 val, an IDX val part, or half of a folder's rest)

@@ -26,7 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.bench.latency import LatencyStats, block_seconds, summarize
+from vitedge.bench.latency import (
+    BLOCK_S,
+    BUDGET_S,
+    MAX_RUNS,
+    MIN_RUNS,
+    REWARM,
+    WARMUP,
+    LatencyStats,
+    block_seconds,
+    summarize,
+)
 
 QUIET_WINDOW_S = 0.005  # quiet: < QUIET_SHARE of one core in each of QUIET_WINDOWS windows in a row
 QUIET_SHARE = 0.02
@@ -231,12 +241,12 @@ def time_isolated(
     contestants: list[Contestant],
     inputs: dict[int, np.ndarray],
     threads: int | None = None,
-    warmup: int = 10,
-    min_runs: int = 30,
-    max_runs: int = 5000,
-    budget_s: float = 5.0,
-    block_s: float = 0.25,
-    rewarm: int = 3,
+    warmup: int = WARMUP,
+    min_runs: int = MIN_RUNS,
+    max_runs: int = MAX_RUNS,
+    budget_s: float = BUDGET_S,
+    block_s: float = BLOCK_S,
+    rewarm: int = REWARM,
     on_round: Callable[[float], None] | None = None,
     collect: np.ndarray | None = None,
 ) -> dict[int, IsolatedResult]:

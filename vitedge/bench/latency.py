@@ -17,6 +17,12 @@ from typing import Any
 
 import numpy as np
 
+# The timing defaults, written once (time_calls, time_isolated and BenchConfig read them): 10
+# untimed calls, then rounds of BLOCK_S-second blocks until MIN_RUNS calls and the time budget
+# are both spent (or MAX_RUNS), with REWARM untimed calls at the start of each block.
+WARMUP, MIN_RUNS, MAX_RUNS = 10, 30, 5000
+BUDGET_S, BLOCK_S, REWARM = 5.0, 0.25, 3
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -53,12 +59,12 @@ def block_seconds(block_s: float, budget_s: float, contestants: int) -> float:
 def time_calls(
     calls: dict[str, Callable[[], Any]],
     batch: int,
-    warmup: int = 10,
-    min_runs: int = 30,
-    max_runs: int = 5000,
-    budget_s: float = 5.0,
-    block_s: float = 0.25,
-    rewarm: int = 3,
+    warmup: int = WARMUP,
+    min_runs: int = MIN_RUNS,
+    max_runs: int = MAX_RUNS,
+    budget_s: float = BUDGET_S,
+    block_s: float = BLOCK_S,
+    rewarm: int = REWARM,
     on_round: Callable[[float], None] | None = None,
 ) -> dict[str, LatencyStats]:
     """Time each callable in interleaved blocks, within a total time budget.

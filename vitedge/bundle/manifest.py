@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vitedge import __version__
 from vitedge.card import ModelCard
 from vitedge.errors import InputError
 from vitedge.fsutil import sha256_file
@@ -23,40 +21,6 @@ MANIFEST = "manifest.json"
 FORMAT = "vitedge-bundle"
 FORMAT_VERSION = 1
 REFERENCE = "reference.npz"
-
-# What every host-side export uses; a target adds its own requirements, a runtime its packages.
-_HOST_PACKAGES = ("numpy", "torch", "onnx", "onnxslim", "onnxscript", "timm")
-
-
-def _versions(names: Any) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def package_versions(target: Any = None) -> dict[str, str]:
-    """Versions of what built the bundle: vitedge, the host stack, the target's and runtime's packages."""
-    from vitedge.runtimes.registry import get_runtime
-
-    names = list(_HOST_PACKAGES)
-    if target is not None:
-        names += [m.replace("_", "-") for m in target.requires] + list(get_runtime(target.runtime).packages)
-    return {"vitedge": __version__, **_versions(dict.fromkeys(names))}
-
-
-def device_requirements(runtime: str) -> dict[str, Any]:
-    """What the device needs to run the artifact: the runtime's packages at the versions used
-    here, and whether torch is needed (ExecuTorch's Python runtime, AOTInductor, torchao)."""
-    from vitedge.runtimes.registry import get_runtime
-
-    spec = get_runtime(runtime)
-    return {"runtime": spec.name, "packages": _versions(spec.packages), "needs_torch": spec.needs_torch,
-            "install": spec.install}
-
 
 def file_entries(bundle: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return {n: {"bytes": (bundle / n).stat().st_size, "sha256": sha256_file(bundle / n)} for n in sorted(names)}

@@ -3,21 +3,53 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitedge import __version__
 from vitedge.bundle.manifest import (
     MANIFEST,
-    device_requirements,
+    REFERENCE,
     file_entries,
-    package_versions,
     write_manifest,
 )
+from vitedge.runtimes.registry import get_runtime
 
 if TYPE_CHECKING:
     from vitedge.export.onnx_export import ExportConfig
     from vitedge.report import ExportReport
     from vitedge.targets.registry import Target
+
+
+# What every host-side export uses; a target adds its own requirements, a runtime its packages.
+_HOST_PACKAGES = ("numpy", "torch", "onnx", "onnxslim", "onnxscript", "timm")
+
+
+def _versions(names: Any) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def package_versions(target: Any = None) -> dict[str, str]:
+    """Versions of what built the bundle: vitedge, the host stack, the target's and runtime's packages."""
+    names = list(_HOST_PACKAGES)
+    if target is not None:
+        names += [m.replace("_", "-") for m in target.requires] + list(get_runtime(target.runtime).packages)
+    return {"vitedge": __version__, **_versions(dict.fromkeys(names))}
+
+
+def device_requirements(runtime: str) -> dict[str, Any]:
+    """What the device needs to run the artifact: the runtime's packages at the versions used
+    here, and whether torch is needed (ExecuTorch's Python runtime, AOTInductor, torchao)."""
+    spec = get_runtime(runtime)
+    return {"runtime": spec.name, "packages": _versions(spec.packages), "needs_torch": spec.needs_torch,
+            "install": spec.install}
 
 
 def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig, target: Target) -> None:
@@ -46,7 +78,7 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
         "parity": {k: d["parity"][k] for k in ("passed", "verdict", "max_abs", "cosine_min", "cosine_mean",
                                                "top1_agreement", "images_n", "tolerance")}
                   | {"accuracy": d["accuracy"], "judged_on": d["judged_on"]},
-        "reference": "reference.npz",
+        "reference": REFERENCE,
         "versions": package_versions(target),
         "device": device_requirements(report.artifact.runtime),
         "files": file_entries(bundle, names),

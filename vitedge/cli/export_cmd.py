@@ -31,7 +31,6 @@ from vitedge.cli.common import (
 )
 from vitedge.cli.main import app
 from vitedge.export.config import ExportConfig
-from vitedge.progress import stderr_console
 from vitedge.request import BenchConfig, ExportRequest
 from vitedge.targets.catalog import DEFAULT_TARGET
 
@@ -134,47 +133,6 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[red]parity failed:[/] {c.describe()}")
 
 
-def default_calibration(card) -> str | None:  # type: ignore[no-untyped-def]
-    """The calibration source when --calib is not given: synthetic images for models trained on
-    them, and for untrained (random-init) weights, which no data set represents better; for any
-    other model there is no honest default."""
-    from vitedge.calib import synthetic
-
-    if card.classes == synthetic.CLASSES:
-        return "synthetic"
-    if card.untrained:
-        stderr_console.print("calibration: untrained weights, calibrating on synthetic images (--calib to change)")
-        return "synthetic"
-    return None
-
-
-def calibration_for(target, card, calib: str | None, num_calib: int, seed: int,  # type: ignore[no-untyped-def]
-                    judges_too: bool = False):
-    """Load the calibration set a target needs, before any export work starts. `judges_too`: no
-    --eval, so the images calibration leaves judge the artifact (vitedge.inputs)."""
-    from vitedge.calib.source import load_calibration
-    from vitedge.errors import UsageError
-
-    if not target.needs_calibration:
-        return None
-    calib = calib or default_calibration(card)
-    if calib is None:
-        raise UsageError(f"target {target.name} needs calibration data: pass --calib DIR or "
-                         "--calib FILE.npy with images like the ones the model will see")
-    return load_calibration(calib, card.preprocess, num_calib, seed, judges_too)
-
-
-def auto_calibration(card, calib: str | None, num_calib: int, seed: int,  # type: ignore[no-untyped-def]
-                     judges_too: bool = False):
-    """auto-cpu: calibrate INT8 candidates when data is given or there is an honest default."""
-    from vitedge.calib.source import load_calibration
-
-    calib = calib or default_calibration(card)
-    if calib is None:
-        return None  # INT8 candidates are skipped (and say why)
-    return load_calibration(calib, card.preprocess, num_calib, seed, judges_too)
-
-
 def print_auto(result) -> None:  # type: ignore[no-untyped-def]
     from vitedge.auto import by_threads_text
 
@@ -232,62 +190,28 @@ def export_command(
 
     Target options are flags named after the target family (--ort-calib-method, --ov-preset,
     --trt-max-batch, ...): `vitedge targets --options TARGET` lists them with their defaults."""
-    from vitedge.cli.flags import check_applicable, parse_option_values
-    from vitedge.errors import ParityError, UsageError
-    from vitedge.targets.registry import AUTO_DEVICES, auto_candidates, get_target
+    from vitedge.cli.flags import parse_option_values
+    from vitedge.errors import ParityError
+    from vitedge.plan import plan_export
+    from vitedge.policy import plan_calibration
 
-    is_auto = target in AUTO_DEVICES
-    if is_auto:
-        selected = auto_candidates(target)
-    else:
-        selected = [get_target(target)]
     check_common(eval_n, threads)
-    values = parse_option_values(option)
-    if ignore:
-        if is_auto or not selected[0].fallback_option:
-            from vitedge.fallback import fallback_targets
-
-            raise UsageError(f"--ignore applies to {', '.join(fallback_targets())}; {target} has no "
-                             "reduced-precision layers to keep")
-        values[selected[0].fallback_option] = list(ignore)
-    check_applicable(values, selected)
-    export_cfg = ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size)
-    budget = None
-    if max_drop is not None or min_cosine is not None:
-        from vitedge.fallback import Budget, fallback_targets
-
-        budget = Budget(max_drop=max_drop, min_cosine=min_cosine)
-        if not is_auto and target not in fallback_targets():
-            raise UsageError(f"--max-drop/--min-cosine apply to {', '.join(fallback_targets())}; {target} has no "
-                             "reduced-precision layers to move back")
-        # The budget is also the parity gate, so the report and the search agree.
-        tol_accuracy_drop = max_drop if tol_accuracy_drop is None else tol_accuracy_drop
-        tol_cosine_mean = min_cosine if tol_cosine_mean is None else tol_cosine_mean
-    if not is_auto:  # options are checked (and preflight runs) before anything is loaded
-        t = selected[0]
-        options = t.options_from(values)
-        if t.preflight is not None:
-            t.preflight(options, budget)
-    loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
-                                 dynamic_size=dynamic_size)
-    if is_auto:
-        calibration = auto_calibration(loaded.card, calib, num_calib, seed, eval_data is None)
-    else:
-        calibration = calibration_for(selected[0], loaded.card, calib, num_calib, seed, eval_data is None)
-    out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"
-    request = ExportRequest(
-        target=target, out=out, force=force, export=export_cfg, eval_data=eval_data, eval_n=eval_n,
-        threads=threads, seed=seed,
+    plan = plan_export(  # options, budget and preflight are checked before anything is loaded
+        target, parse_option_values(option), ignore=ignore or (), max_drop=max_drop, min_cosine=min_cosine,
         tolerance={"max_abs": tol_max_abs, "cosine_min": tol_cosine_min, "cosine_mean": tol_cosine_mean,
                    "top1_agreement": tol_top1_agreement, "max_accuracy_drop": tol_accuracy_drop},
-        bench=BenchConfig(budget_s=bench_budget, isolated=not is_auto), calibration=calibration, options=values,
-        budget=budget, fallback_n=fallback_n,
-    )
-    if is_auto:
+        export=ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size))
+    loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
+                                 dynamic_size=dynamic_size)
+    out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"
+    request = plan.request(
+        out, force=force, eval_data=eval_data, eval_n=eval_n, threads=threads, seed=seed, fallback_n=fallback_n,
+        bench=BenchConfig(budget_s=bench_budget, isolated=not plan.is_auto),
+        calibration=plan_calibration(plan, loaded.card, calib, num_calib, seed, eval_data is None))
+    if plan.is_auto:
         from vitedge.auto import export_auto
 
-        result = export_auto(loaded, request, target)
-        print_auto(result)
+        print_auto(export_auto(loaded, request, target))
         return
     from vitedge.pipeline import export_target
 

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from vitedge.errors import UsageError
+from vitedge.plan import option_table
 
 OPTION_FLAG = "--option"
 TARGET_COMMANDS = ("export", "matrix")
@@ -38,19 +39,6 @@ DEPRECATED: dict[str, dict[str, str]] = {
 }
 _SHOWN = {"--calib-method": "--ort-calib-method / --trt-calib-method",
           "--calib-percentile": "--ort-calib-percentile / --trt-calib-percentile"}
-
-
-def option_table() -> dict[str, tuple[str, Any]]:
-    """flag key ("ort-calib-method") -> (field type name, OptionInfo), over every registered target."""
-    from vitedge.options import option_infos
-    from vitedge.targets.registry import all_targets
-
-    table: dict[str, tuple[str, Any]] = {}
-    for target in all_targets():
-        for info in option_infos(target.options):
-            if not info.hidden:
-                table.setdefault(info.key, (info.type, info))
-    return table
 
 
 def _command(args: list[str]) -> str | None:
@@ -133,20 +121,3 @@ def parse_option_values(pairs: list[str] | None) -> dict[str, Any]:
         else:
             values[key] = value
     return values
-
-
-def check_applicable(values: dict[str, Any], targets: list[Any]) -> None:
-    """Every given option must belong to at least one of the selected targets."""
-    for key in values:
-        if any(t.takes(key) for t in targets):
-            continue
-        table = option_table()
-        field = key.replace("-", "_")
-        owners = sorted({k for k, (_, info) in table.items() if k == key or info.field == field})
-        where = ", ".join(t.name for t in targets)
-        if owners:
-            raise UsageError(f"--{owners[0]} does not apply to {where}; `vitedge targets --options TARGET` "
-                             "lists each target's options")
-        close = difflib.get_close_matches(key, list(table), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"--option {key}: no target has this option.{hint}")

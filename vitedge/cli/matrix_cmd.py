@@ -38,6 +38,16 @@ def default_targets() -> list[str]:
     return [t.name for t in all_targets() if t.in_matrix and not t.missing() and not t.unsupported()]
 
 
+def parse_batches(batch_sweep: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(b) for b in batch_sweep.split(","))
+    except ValueError:
+        raise UsageError(f"--batch-sweep {batch_sweep!r}: expected integers like 1,8") from None
+    if not batches or min(batches) < 1:
+        raise UsageError("--batch-sweep sizes must be >= 1")
+    return batches
+
+
 @app.command("matrix")
 def matrix_command(
     model: Annotated[str | None, typer.Argument(help="Model as for `vitedge export` (omit with --merge).", show_default=False)] = None,
@@ -66,78 +76,54 @@ def matrix_command(
 
     Target option flags (--ort-calib-method, --ov-preset, ...) apply to every selected target
     that declares them."""
-    from vitedge.matrix.merge import merge, read_cells
+    from vitedge.matrix.merge import read_cells
 
     if merge_from:
         if model is not None:
             raise UsageError("--merge combines existing cells; do not also give a MODEL")
-        written = merge(read_cells(list(merge_from)), out)
-        _print_table(written["json"])
-        console.print(f"wrote {', '.join(str(p) for p in written.values())}")
-        return
+        return _write_merged(read_cells(list(merge_from)), out)
     if model is None:
         raise UsageError("give a MODEL to run the matrix, or --merge DIR to combine existing cells")
     import tempfile
 
-    from vitedge.cli.export_cmd import calibration_for
-    from vitedge.cli.flags import check_applicable, parse_option_values
-    from vitedge.export.config import ExportConfig
+    from vitedge.cli.flags import parse_option_values
     from vitedge.matrix.cells import run_cell, time_side_by_side
     from vitedge.pipeline import SharedWork
-    from vitedge.request import BenchConfig, ExportRequest
+    from vitedge.plan import plan_cells
+    from vitedge.policy import matrix_calibration
+    from vitedge.request import BenchConfig
     from vitedge.runtimes.base import default_threads
-    from vitedge.targets.registry import get_target
 
     check_common(eval_n, threads)
+    batches = parse_batches(batch_sweep)
     names = [t.strip() for t in targets.split(",") if t.strip()] if targets else default_targets()
-    values = parse_option_values(option)
-    check_applicable(values, [get_target(t) for t in names])  # unknown names fail before any work
-    try:
-        batches = tuple(int(b) for b in batch_sweep.split(","))
-    except ValueError:
-        raise UsageError(f"--batch-sweep {batch_sweep!r}: expected integers like 1,8") from None
-    if not batches or min(batches) < 1:
-        raise UsageError("--batch-sweep sizes must be >= 1")
-    budget = None
-    if max_drop is not None or min_cosine is not None:
-        from vitedge.fallback import Budget
-
-        budget = Budget(max_drop=max_drop, min_cosine=min_cosine)
+    plans = plan_cells(names, parse_option_values(option), max_drop=max_drop, min_cosine=min_cosine)
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes)
-    calibration = None
-    if any(get_target(t).needs_calibration for t in names):
-        from vitedge.cli.export_cmd import default_calibration
-
-        calib = calib or default_calibration(loaded.card)
-        if calib is not None:  # else: those cells say what to pass
-            calibration = calibration_for(next(get_target(t) for t in names if get_target(t).needs_calibration),
-                                          loaded.card, calib, num_calib, seed, eval_data is None)
+    # One calibration set for every cell (None without data or an honest default: those cells say so).
+    calibration = matrix_calibration([p.candidates[0] for p in plans], loaded.card, calib, num_calib, seed,
+                                     eval_data is None)
     n_threads = threads or default_threads()
-    request = ExportRequest(target=names[0], out=out, export=ExportConfig(), eval_data=eval_data, eval_n=eval_n,
-                            seed=seed, threads=n_threads, calibration=calibration, options=values,
-                            bench=BenchConfig(warmup=5, min_runs=10, budget_s=1.0))
     out.mkdir(parents=True, exist_ok=True)
     cells = []
     with tempfile.TemporaryDirectory(prefix="vitedge-matrix-") as tmp:
-        from dataclasses import replace
-
-        from vitedge.fallback import fallback_targets
-
-        budgeted = set(fallback_targets()) if budget else set()
         shared = SharedWork(Path(tmp))
-        for i, t in enumerate(names, 1):
-            console.print(f"[bold]matrix[/] {i}/{len(names)}: {loaded.card.arch} -> {t}")
-            cell_request = replace(request, target=t)
-            if budget is not None and t in budgeted:  # as in `export`: the budget is also the cell's parity gate
-                cell_request = replace(cell_request, budget=budget, tolerance={
-                    "max_accuracy_drop": budget.max_drop, "cosine_mean": budget.min_cosine})
-            cells.append(run_cell(loaded, cell_request, out, shared))
+        for i, plan in enumerate(plans, 1):
+            console.print(f"[bold]matrix[/] {i}/{len(plans)}: {loaded.card.arch} -> {plan.target}")
+            request = plan.request(out, eval_data=eval_data, eval_n=eval_n, seed=seed, threads=n_threads,
+                                   calibration=calibration, bench=BenchConfig(warmup=5, min_runs=10, budget_s=1.0))
+            cells.append(run_cell(loaded, request, out, shared))
     time_side_by_side(loaded, cells, out, n_threads, batches, bench_budget)
-    written = merge(read_cells([out]), out)
-    _print_table(written["json"])
-    console.print(f"wrote {', '.join(str(p) for p in written.values())}")
+    _write_merged(read_cells([out]), out)
     if not any(c.get("passed") for c in cells):
         raise ParityError("no target passed its parity gate; see matrix.md")
+
+
+def _write_merged(cells: list[dict], out: Path) -> None:
+    from vitedge.matrix.merge import merge
+
+    written = merge(cells, out)
+    _print_table(written["json"])
+    console.print(f"wrote {', '.join(str(p) for p in written.values())}")
 
 
 def _print_table(json_path: Path) -> None:

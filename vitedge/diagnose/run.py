@@ -1,67 +1,16 @@
-"""Entry points: diagnose an artifact against its fp32 reference (for `vitedge diagnose` and for
-ranking layers in the accuracy-aware fallback).
-
-Each target names the reader that fits its artifact (`Target.diagnose`): Q/DQ ONNX, another
-ONNX graph (FP16, fp32), an OpenVINO IR, or (for targets that quantise the PyTorch module,
-`source="module"`) the module itself. All take (reference, artifact_file, x, work_dir): the
-reference is the fp32 ONNX export, or the nn.Module for module-sourced targets.
-"""
+"""`vitedge diagnose BUNDLE`: rebuild the fp32 reference and rank the artifact's layers with the
+reader its target names (`Target.diagnose`: vitedge.diagnose.readers, or the target's own file
+for runtime-specific artifacts). The accuracy-aware fallback calls the same readers."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vitedge.diagnose.result import Diagnosis
 from vitedge.errors import UsageError
-
-
-def diagnose_qdq(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
-    """A Q/DQ ONNX artifact vs the fp32 graph exactly as ORT's quantiser saw it (same tensor
-    names): the pre-processed graph the build left in `work`, or a fresh one."""
-    import onnx
-
-    from vitedge.diagnose.onnx_layers import diagnose_onnx
-    from vitedge.targets.ort_int8 import PREPROCESSED
-    from vitedge.targets.ort_preprocess import pre_process
-
-    ref_path = work / PREPROCESSED
-    if not ref_path.exists():
-        pre_process(fp32_onnx, ref_path)
-    return diagnose_onnx(onnx.load(str(ref_path)), onnx.load(str(artifact_file)), x, artifact_file.name)
-
-
-def diagnose_onnx_graph(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
-    """Any other ONNX artifact (FP16, fp32) vs the fp32 export, tensor by tensor."""
-    import onnx
-
-    from vitedge.diagnose.onnx_layers import diagnose_onnx
-
-    return diagnose_onnx(onnx.load(str(fp32_onnx)), onnx.load(str(artifact_file)), x, artifact_file.name)
-
-
-def diagnose_pt2e(module: Any, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
-    """An artifact quantised from the module by a PT2E quantiser (.pte, .tflite, .pt2): each
-    weighted module ranked alone under the quantisers' shared INT8 scheme."""
-    from vitedge.diagnose.module_layers import diagnose_module
-
-    return diagnose_module(module, artifact_file, x, work)
-
-
-def diagnose_ov(fp32_onnx: Path, artifact_file: Path, x: np.ndarray, work: Path) -> Diagnosis:
-    """An OpenVINO IR vs the fp32 ONNX converted by OpenVINO (same friendly names)."""
-    import onnx
-    import openvino as ov
-
-    from vitedge.diagnose.onnx_layers import _modules
-    from vitedge.diagnose.openvino_layers import diagnose_openvino
-
-    core = ov.Core()
-    return diagnose_openvino(ov.convert_model(str(fp32_onnx)), core.read_model(str(artifact_file)), x,
-                             artifact_file.name, _modules(onnx.load(str(fp32_onnx))))
 
 
 def _plain(path: Path) -> bool:

@@ -41,19 +41,8 @@ INT8_OP_TYPES = ("MatMul", "Gemm", "Conv")
 class Recipe:
     family: str
     nncf_transformer: bool  # nncf.ModelType.TRANSFORMER (SmoothQuant, float LN/Softmax/GELU/Add)
-    int8_op_types: tuple[str, ...] = INT8_OP_TYPES
-    # MatMuls between two activations (attention's Q.K^T and attn.V) stay float in INT8.
-    keep_activation_matmuls_float: bool = True
-    int8_float_op_types: tuple[str, ...] = ("LayerNormalization", "Softmax", "Gelu", "Erf", "Add")
     fp16_fp32_op_types: tuple[str, ...] = FP16_FP32_OPS
     notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "nncf_transformer": self.nncf_transformer,
-                "int8_op_types": list(self.int8_op_types),
-                "keep_activation_matmuls_float": self.keep_activation_matmuls_float,
-                "int8_float_op_types": list(self.int8_float_op_types),
-                "fp16_fp32_op_types": list(self.fp16_fp32_op_types), "notes": list(self.notes)}
 
 
 _RECIPES = {
@@ -61,9 +50,8 @@ _RECIPES = {
     "hybrid": Recipe("hybrid", nncf_transformer=True, notes=(
         "convolution + attention hybrid: transformer recipe (attention MatMuls, LayerNorm, Softmax "
         "float), convolutions quantised per channel",)),
-    "convnext": Recipe("convnext", nncf_transformer=False, int8_float_op_types=(
-        "LayerNormalization", "Gelu", "Erf", "Add", "ReduceL2", "ReduceMean", "Div")),
-    "cnn": Recipe("cnn", nncf_transformer=False, int8_float_op_types=("Add",)),
+    "convnext": Recipe("convnext", nncf_transformer=False),
+    "cnn": Recipe("cnn", nncf_transformer=False),
     "unknown": Recipe("unknown", nncf_transformer=False, notes=(
         "model family not recognised: generic recipe (NNCF default model type; only "
         "MatMul/Gemm/Conv quantised; activation x activation MatMuls and range-sensitive ops float)",)),
@@ -273,7 +261,7 @@ def head_nodes(nodes: list[Node], outputs: list[str]) -> list[str]:
     return found
 
 
-def onnx_head_nodes(model: Any, op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")) -> list[str]:
+def onnx_head_nodes(model: Any, op_types: tuple[str, ...] = INT8_OP_TYPES) -> list[str]:
     """The classifier head's node names in an ONNX graph: MatMul/Gemm/Conv with a constant weight."""
     consts = {i.name for i in model.graph.initializer}
     for n in model.graph.node:  # topological order: weight transforms (Transpose of an initializer) fold in

@@ -239,11 +239,12 @@ def _from_folder(folder: Path, classes: tuple[str, ...] | None, random_init: boo
         raise UsageError(f"{folder} is a transformers model folder; options {sorted(overrides)} do not apply "
                          "(its config.json fixes them)")
     from vitedge.models.family import probe, recipe_for
+    from vitedge.models.hf_preprocess import hf_preprocess
     from vitedge.quiet import quiet
 
     with quiet():  # transformers imports its model modules (and torchao) lazily: they log on import
         module, info = hf_folder.load_transformers(folder, cfg, random_init)
-        spec, pre = hf_folder.hf_preprocess(folder, cfg["model_type"])
+        spec, pre = hf_preprocess(folder, cfg["model_type"])
     n = module.num_classes
     classes = classes or hf_folder.classes_from(cfg) or tuple(f"class_{i}" for i in range(n))
     if len(classes) != n:

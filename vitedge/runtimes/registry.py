@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,11 @@ class RuntimeSpec:
                                       f"{self.install}")
 
 
+def plugin_modules() -> list[str]:
+    """VITEDGE_PLUGINS: modules that register targets and/or runtimes (read by both registries)."""
+    return [m.strip() for m in os.environ.get("VITEDGE_PLUGINS", "").split(",") if m.strip()]
+
+
 _RUNTIMES: dict[str, RuntimeSpec] = {}
 _loaded = False
 
@@ -69,8 +75,6 @@ def _ensure_loaded() -> None:
     if _loaded:
         return
     _loaded = True
-    from vitedge.targets.registry import plugin_modules
-
     for module in RUNTIME_MODULES:
         _register(importlib.import_module(module))
     for module in plugin_modules():

@@ -19,6 +19,21 @@ RUNTIME = RuntimeSpec(name="torchao", runner="vitedge.runtimes.torchao_runner:To
                       label="torchao", install="pip install 'vitedge[torchao]' (with torch==2.13.0)")
 
 
+# The artifact's `mode` -> torchao's config class. Here, on the device side, because loading
+# quantises a fresh skeleton the same way before the saved int8 state dict goes in; the build
+# (targets/torchao_target.py) reads it from here.
+MODES = {
+    "int8-dynamic": "Int8DynamicActivationInt8WeightConfig",
+    "int8-weight-only": "Int8WeightOnlyConfig",
+}
+
+
+def torchao_config(mode: str) -> Any:
+    import torchao.quantization as tq
+
+    return getattr(tq, MODES[mode])()
+
+
 def load_torchao_module(path: Path) -> tuple[Any, Any, str]:
     """(quantised nn.Module, its ModelCard, mode) from a vitedge torchao artifact."""
     from vitedge.quiet import quiet
@@ -33,7 +48,6 @@ def load_torchao_module(path: Path) -> tuple[Any, Any, str]:
         raise RUNTIME.missing_error() from None
     from vitedge.card import ModelCard
     from vitedge.models.resolve import build_from_card
-    from vitedge.targets.torchao_target import torchao_config
 
     if not path.is_file():
         raise InputError(f"{path}: no such torchao artifact")

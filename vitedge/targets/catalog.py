@@ -4,6 +4,7 @@ out-of-tree targets are modules named in VITEDGE_PLUGINS (see vitedge.targets.re
 TARGET_MODULES = (
     "vitedge.targets.onnx",
     "vitedge.targets.openvino",
+    "vitedge.targets.openvino_int8",
     "vitedge.targets.ort_int8",
     "vitedge.targets.torchao_target",
     "vitedge.targets.tensorrt",

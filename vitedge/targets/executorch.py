@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from vitedge.diagnose.run import diagnose_pt2e
+from vitedge.diagnose.readers import diagnose_pt2e
 from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vitedge import interrupts
-from vitedge.diagnose.run import diagnose_pt2e
+from vitedge.diagnose.readers import diagnose_pt2e
 from vitedge.errors import ExportError, Interrupted, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vitedge import interrupts
-from vitedge.diagnose.run import diagnose_pt2e
+from vitedge.diagnose.readers import diagnose_pt2e
 from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
@@ -196,6 +196,22 @@ def _module_fqns(node: Any) -> list[str]:
     return [v[0] for v in (node.meta.get("nn_module_stack") or {}).values()]
 
 
+def _float_only(node: Any) -> bool:
+    """Whether an op and its node inputs are all float tensors. The quantiser's add/mul patterns
+    otherwise also annotate integer arithmetic (BEiT's relative-position index: its histogram
+    observer fails with "histogram_cpu not implemented for 'Long'") and ops fed a symbolic
+    size (Swin's window partition: "'int' object has no attribute 'numel'")."""
+    import torch
+
+    inputs: list[Any] = []
+    torch.fx.node.map_arg((node.args, node.kwargs), inputs.append)  # nested lists too (cat, index)
+    for n in (node, *inputs):
+        val = n.meta.get("val")
+        if val is not None and not (isinstance(val, torch.Tensor) and val.is_floating_point()):
+            return False
+    return True
+
+
 def make_quantizer(per_channel: bool, keep_float: tuple[str, ...]) -> Any:
     """litert-torch's PT2EQuantizer, global static int8 config, ops of `keep_float` modules left
     unannotated (float). Its own `set_module_name(name, None)` asserts "not supported yet", and
@@ -209,6 +225,8 @@ def make_quantizer(per_channel: bool, keep_float: tuple[str, ...]) -> Any:
     keep = tuple(keep_float)
 
     def quantize_node(node: Any) -> bool:
+        if not _float_only(node):
+            return False
         return not any(f == k or f.startswith(k + ".") for f in _module_fqns(node) for k in keep)
 
     from litert_torch.quantize.pt2e_quantizer_utils import (
@@ -224,8 +242,8 @@ def make_quantizer(per_channel: bool, keep_float: tuple[str, ...]) -> Any:
         def _annotate_for_static_quantization_config(self, model: Any) -> Any:
             # Conv + ReLU6 as one op first (the quantiser fuses only Conv + ReLU): targets.pt2e_fuse
             annotate_conv_clamp(model, self.global_config, (get_input_act_qspec, get_weight_qspec, get_bias_qspec,
-                                                            get_output_act_qspec), quantize_node if keep else None)
-            self._annotate_all_static_patterns(model, self.global_config, quantize_node if keep else None)
+                                                            get_output_act_qspec), quantize_node)
+            self._annotate_all_static_patterns(model, self.global_config, quantize_node)
             return model
 
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=False, is_dynamic=False)

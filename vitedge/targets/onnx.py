@@ -21,7 +21,7 @@ def build_onnx_fp32(ctx: BuildContext) -> Artifact:
 
 
 def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
-    from vitedge.diagnose.run import diagnose_onnx_graph
+    from vitedge.diagnose.readers import diagnose_onnx_graph
 
     return diagnose_onnx_graph(*args, **kwargs)
 

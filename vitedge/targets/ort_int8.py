@@ -37,11 +37,19 @@ from typing import Any, ClassVar
 
 from vitedge import interrupts
 from vitedge.errors import ExportError, UsageError
+from vitedge.models.family import INT8_OP_TYPES
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
 from vitedge.targets.registry import Artifact, Target, register_target
 
 METHODS = ("minmax", "percentile", "entropy")
+# Activation calibration defaults, shared with trt-int8 (whose Q/DQ graph this target's code builds).
+CALIB_METHOD, CALIB_PERCENTILE = "minmax", 99.999
+
+
+def check_percentile(value: float, flag: str) -> None:
+    if not 90.0 <= value <= 100.0:
+        raise UsageError(f"{flag} {value:g} must be in [90, 100] (the percentile of activation magnitudes kept: {CALIB_PERCENTILE:g} clips the top {100 - CALIB_PERCENTILE:.3g}%)")
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,8 @@ class OrtInt8Options:
     """ONNX Runtime static quantisation settings (also the Q/DQ half of trt-int8)."""
 
     prefix: ClassVar[str] = "ort"
-    calib_method: str = opt("minmax", "calibration method", choices=METHODS)
-    calib_percentile: float = opt(99.999, "percentile for --ort-calib-method percentile (90-100)")
+    calib_method: str = opt(CALIB_METHOD, "calibration method", choices=METHODS)
+    calib_percentile: float = opt(CALIB_PERCENTILE, "percentile for --ort-calib-method percentile (90-100)")
     per_channel: bool = opt(True, "int8 weights per output channel")
     weights: str | None = opt(None, "weight type: int8 (U8S8 kernels; default) or uint8 (U8U8: no saturation "
                                     "on x86 without VNNI, where it can beat --ort-reduce-range)",
@@ -60,13 +68,12 @@ class OrtInt8Options:
     activations: str = opt("uint8", "activation type (x86 runs int8 as uint8 anyway)", choices=("uint8", "int8"))
     symmetric_activations: bool = opt(False, "symmetric activation ranges (zero point 0)")
     quantize_attention: bool = opt(False, "also quantise attention's Q.K^T and attn.V MatMuls")
-    op_types: tuple[str, ...] = opt(("MatMul", "Gemm", "Conv"), "ONNX op types to quantise")
+    op_types: tuple[str, ...] = opt(INT8_OP_TYPES, "ONNX op types to quantise")
     exclude: tuple[str, ...] = opt((), "ONNX node names kept in float (ignored scope; the accuracy fallback adds to it)")
     quantize_head: bool = opt(False, "also quantise the classifier head (default float: see models.family)")
 
     def __post_init__(self) -> None:
-        if not 90.0 <= self.calib_percentile <= 100.0:
-            raise UsageError("--ort-calib-percentile must be in [90, 100]")
+        check_percentile(self.calib_percentile, "--ort-calib-percentile")
 
 
 @dataclass(frozen=True)
@@ -219,15 +226,23 @@ def build_ort_int8(ctx: BuildContext) -> Artifact:
     )
 
 
-def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
-    from vitedge.diagnose.run import diagnose_qdq
+def diagnose_qdq(fp32_onnx: Path, artifact_file: Path, x: Any, work: Path) -> Any:
+    """A Q/DQ ONNX artifact vs the fp32 graph exactly as ORT's quantiser saw it (same tensor
+    names): the pre-processed graph the build left in `work`, or a fresh one."""
+    import onnx
 
-    return diagnose_qdq(*args, **kwargs)
+    from vitedge.diagnose.onnx_layers import diagnose_onnx
+    from vitedge.targets.ort_preprocess import pre_process
+
+    ref_path = work / PREPROCESSED
+    if not ref_path.exists():
+        pre_process(fp32_onnx, ref_path)
+    return diagnose_onnx(onnx.load(str(ref_path)), onnx.load(str(artifact_file)), x, artifact_file.name)
 
 
 register_target(Target(
     name="ort-int8", runtime="onnxruntime", precision="int8", needs_calibration=True,
     description="QDQ ONNX by ONNX Runtime static quantisation (per-channel, ViT-aware op selection)",
     build=build_ort_int8, options=OrtInt8Options, extra="ort", requires=("onnxruntime",),
-    fallback_option="exclude", diagnose=_diagnose, auto=("x86",), dynamic_size=True,
+    fallback_option="exclude", diagnose=diagnose_qdq, auto=("x86",), dynamic_size=True,
 ))

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vitedge.errors import MissingDependencyError, UsageError
 from vitedge.options import NoOptions, build_options, option_infos
+from vitedge.runtimes.registry import plugin_modules
 
 SOURCES = ("onnx", "module")
 
@@ -142,10 +142,6 @@ def register_target(target: Target) -> Target:
         raise ValueError(f"target {target.name!r} registered twice")
     _TARGETS[target.name] = target
     return target
-
-
-def plugin_modules() -> list[str]:
-    return [m.strip() for m in os.environ.get("VITEDGE_PLUGINS", "").split(",") if m.strip()]
 
 
 def _ensure_loaded() -> None:

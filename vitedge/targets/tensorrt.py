@@ -32,7 +32,16 @@ from typing import Any, ClassVar
 from vitedge.errors import ExportError, MissingDependencyError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
-from vitedge.targets.ort_int8 import METHODS, OrtInt8Options, QdqRecipe, quantize_qdq
+from vitedge.targets.ort_int8 import (
+    CALIB_METHOD,
+    CALIB_PERCENTILE,
+    METHODS,
+    OrtInt8Options,
+    QdqRecipe,
+    check_percentile,
+    diagnose_qdq,
+    quantize_qdq,
+)
 from vitedge.targets.registry import Artifact, Target, register_target
 from vitedge.trt_kit.engine import BuildConfig, TensorRTUnavailable
 from vitedge.verify.tolerances import tolerance_for
@@ -54,10 +63,16 @@ class TrtOptions:
     hardware_compatible: bool = opt(_BUILD.hardware_compatible, "Ampere+ hardware-compatible engine")
     major: str = opt("10", "TensorRT major version the lint checks against", choices=("10", "11"))
     require_engine: bool = opt(False, "fail (exit 5) when no engine can be built here instead of writing a kit")
-    calib_method: str = opt("minmax", "trt-int8 activation calibration", choices=METHODS)
-    calib_percentile: float = opt(99.999, "percentile for --trt-calib-method percentile")
+    calib_method: str = opt(CALIB_METHOD, "trt-int8 activation calibration", choices=METHODS)
+    calib_percentile: float = opt(CALIB_PERCENTILE, "percentile for --trt-calib-method percentile (90-100)")
     exclude: tuple[str, ...] = opt((), "trt-int8: ONNX node names kept in float (the accuracy fallback adds to it)")
     fp32_nodes: tuple[str, ...] = opt((), "trt-fp16: ONNX node names kept in FP32 (the accuracy fallback adds to it)")
+
+    def __post_init__(self) -> None:
+        # Checked here, under this target's flag: left to OrtInt8Options, a bad value failed
+        # mid-build naming --ort-calib-percentile.
+        check_percentile(self.calib_percentile, "--trt-calib-percentile")
+
 
 KIT_FILES = ("engine.py", "build_engine.py", "verify_engine.py")
 PREDICTED_BY = "ONNX Runtime with graph optimisations off"
@@ -273,14 +288,10 @@ def preflight(options: TrtOptions, budget: Any) -> None:
             raise MissingDependencyError(f"--trt-require-engine: no TensorRT engine can be built here ({reason})")
 
 
-def _diagnose_qdq(*args, **kwargs):  # type: ignore[no-untyped-def]
-    from vitedge.diagnose.run import diagnose_qdq
-
-    return diagnose_qdq(*args, **kwargs)
 
 
 def _diagnose_graph(*args, **kwargs):  # type: ignore[no-untyped-def]
-    from vitedge.diagnose.run import diagnose_onnx_graph
+    from vitedge.diagnose.readers import diagnose_onnx_graph
 
     return diagnose_onnx_graph(*args, **kwargs)
 
@@ -291,7 +302,7 @@ _DESC = {"fp32": "fp32 ONNX for a strongly typed engine (TF32 off)",
 for _precision, _build_fn, _fallback, _diag in (
         ("fp32", build_trt_fp32, None, _diagnose_graph),
         ("fp16", build_trt_fp16, "fp32_nodes", _diagnose_graph),
-        ("int8", build_trt_int8, "exclude", _diagnose_qdq)):
+        ("int8", build_trt_int8, "exclude", diagnose_qdq)):
     register_target(Target(
         name=f"trt-{_precision}", runtime="onnxruntime", precision=_precision, kit=True,
         needs_calibration=_precision == "int8", build=_build_fn, options=TrtOptions, extra="ort",

@@ -16,22 +16,12 @@ On CPUs like this one these kernels are often slower than fp32 eager; the report
 from __future__ import annotations
 
 import copy
-from typing import Any
 
+from vitedge.runtimes.torchao_runner import MODES, torchao_config
 from vitedge.targets.context import BuildContext
 from vitedge.targets.registry import Artifact, Target, register_target
 
-MODES = {
-    "int8-dynamic": "Int8DynamicActivationInt8WeightConfig",
-    "int8-weight-only": "Int8WeightOnlyConfig",
-}
 MODEL_FILE = "model.torchao.pt"
-
-
-def torchao_config(mode: str) -> Any:
-    import torchao.quantization as tq
-
-    return getattr(tq, MODES[mode])()
 
 
 def _build(ctx: BuildContext, mode: str) -> Artifact:
