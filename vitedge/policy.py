@@ -1,6 +1,6 @@
-"""Policy both `export` and `matrix` (and the API) apply before any work: which calibration
-images a target gets, and how an accuracy budget becomes the parity gate. One module, so the
-commands only parse and print."""
+"""Calibration policy that `export`, `matrix` and `auto` (and the API) share: which images a
+target calibrates on when --calib is not given, and when there is no honest default. One
+module, so the commands only parse and print (the budget-as-gate rule is in vitedge.plan)."""
 
 from __future__ import annotations
 
