@@ -28,7 +28,7 @@ from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
 from vitedge.runtimes.base import default_threads
-from vitedge.targets.registry import AUTO_DEVICES, auto_candidates  # noqa: F401  (re-exported)
+from vitedge.targets.registry import auto_candidates
 
 
 @dataclass

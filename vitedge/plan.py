@@ -17,6 +17,7 @@ from typing import Any
 
 from vitedge.errors import UsageError
 from vitedge.export.config import ExportConfig
+from vitedge.fallback import Budget, fallback_targets
 from vitedge.request import ExportRequest
 from vitedge.targets.registry import AUTO_DEVICES, Target, auto_candidates, get_target
 
@@ -60,8 +61,6 @@ def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tu
     check_applicable(values, list(candidates))
     budget = None
     if max_drop is not None or min_cosine is not None:
-        from vitedge.fallback import Budget
-
         budget = Budget(max_drop=max_drop, min_cosine=min_cosine)
         if single is not None and target not in fallback_targets():
             raise UsageError(f"--max-drop/--min-cosine apply to {', '.join(fallback_targets())}; {target} has no "
@@ -103,12 +102,6 @@ def budget_gate(budget: Any, tolerance: dict[str, float | None]) -> dict[str, fl
     if out.get("cosine_mean") is None:
         out["cosine_mean"] = budget.min_cosine
     return out
-
-
-def fallback_targets() -> list[str]:
-    from vitedge.fallback import fallback_targets as able
-
-    return able()
 
 
 def option_table() -> dict[str, tuple[str, Any]]:
