@@ -21,7 +21,7 @@ export another's data (a second `export_target` in one process with another `--e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,15 +47,21 @@ class EvalSpec:
     random_n: int = 16  # seeded random inputs in the model's value range
     held_out: frozenset[str] = frozenset()  # image keys never used here (calibration, search set)
     origin: str = FROM_EVAL  # how `data` was chosen (FROM_*), for the report
+    # The artifact takes pixels (--embed-preprocessing): "any" size, or "fixed" at the model's
+    # size (the app resized and cropped). None: it takes the preprocessed model input.
+    pixels: str | None = None
 
 
 @dataclass
 class ParityInputs:
-    sets: dict[str, np.ndarray]  # name -> (N, 3, H, W) float32
+    sets: dict[str, np.ndarray]  # name -> (N, 3, H, W) float32: what the reference runs
     labels: np.ndarray | None  # for the "images" set, when the classes match
     description: str
     notes: list[str]
     representative: bool = True  # the images are of the model's own distribution (or it has none)
+    # name -> uint8 (H, W, 3) images the artifact runs instead (EvalSpec.pixels); `sets` holds
+    # them through the Python preprocessing
+    pixels: dict[str, list[np.ndarray]] | None = None
 
 
 @dataclass
@@ -85,7 +91,43 @@ def judging_data(card: ModelCard, eval_data: str | None, calibration: Any) -> tu
 
 
 def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
-    """Seeded random tensors in the model's value range, plus real preprocessed images."""
+    """Seeded random tensors in the model's value range, plus real preprocessed images; for an
+    artifact that takes pixels, the same images as pixels (`pixel_inputs`)."""
+    return pixel_inputs(card, spec) if spec.pixels else _model_inputs(card, spec)
+
+
+PIXEL_NOISE_SIZES = ((1, 1), (3, 4), (4, 3))  # noise images' aspect (h:w) at 1.5x the model size
+
+
+def pixel_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
+    """The images of `_model_inputs` as decoded uint8 pixels (their own size, or resized and
+    cropped by the Python preprocessing for a fixed-size artifact: the app's job there), plus
+    seeded uint8 noise images of three shapes in place of the random tensors; the reference
+    gets each through the Python preprocessing (vitedge.calib.preprocess), the only one there is."""
+    from PIL import Image
+
+    from vitedge.calib.preprocess import normalize, resize_and_crop
+
+    base = _model_inputs(card, replace(spec, pixels=None), keep_pixels=True)
+    pre = card.preprocess
+    h, w = pre.input_size
+    rng = np.random.default_rng(spec.seed)
+    per = max(1, spec.random_n // len(PIXEL_NOISE_SIZES))
+    noise = [rng.integers(0, 256, (int(1.5 * h * a / max(a, b)), int(1.5 * w * b / max(a, b)), 3), np.uint8)
+             for a, b in PIXEL_NOISE_SIZES for _ in range(per)]
+    pixels = {RANDOM_SET: noise, **(base.pixels or {})}
+    if spec.pixels == "fixed":
+        pixels = {k: [resize_and_crop(Image.fromarray(p), pre) for p in v] for k, v in pixels.items()}
+        sets = {k: normalize(np.stack(v), pre) for k, v in pixels.items()}
+    else:
+        sets = {k: np.stack([normalize(resize_and_crop(Image.fromarray(p), pre), pre) for p in v])
+                for k, v in pixels.items()}
+    what = ("decoded pixels at their own size, resized inside the artifact" if spec.pixels == "any" else
+            "pixels resized and cropped by the Python preprocessing (the app's job for this artifact)")
+    return ParityInputs(sets, base.labels, f"{base.description}; {what}", base.notes, base.representative, pixels)
+
+
+def _model_inputs(card: ModelCard, spec: EvalSpec, keep_pixels: bool = False) -> ParityInputs:
     pre = card.preprocess
     h, w = pre.input_size
     lo, hi = pre.input_range()
@@ -100,9 +142,11 @@ def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
         if h != w:
             return ParityInputs(sets, None, "random inputs only", [note], representative=False)
         shapes = open_source(SYNTHETIC)
-        images = shapes.read("eval", shapes.sample("eval", spec.n or 200), pre, seed=spec.seed)
+        idx = shapes.sample("eval", spec.n or 200)
+        images = shapes.read("eval", idx, pre, seed=spec.seed)
         sets["images"] = images.x
-        return ParityInputs(sets, None, images.description, [note], representative=False)
+        pixels = {"images": shapes.read_pixels("eval", idx, pre, seed=spec.seed)} if keep_pixels else None
+        return ParityInputs(sets, None, images.description, [note], representative=False, pixels=pixels)
     own_labels = _labels_are_the_models(src, card)
     idx = src.sample("eval", spec.n, spec.seed, spec.held_out)
     if len(idx) == 0:
@@ -117,7 +161,8 @@ def parity_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
     notes = [] if labels is not None else ["accuracy not measured: the judging images are unlabelled (parity only)"]
     if spec.origin == FROM_CALIB:
         desc += f", {FROM_CALIB}"
-    return ParityInputs(sets, labels, desc, notes)
+    pixels = {"images": src.read_pixels("eval", idx, pre, seed=spec.seed)} if keep_pixels else None
+    return ParityInputs(sets, labels, desc, notes, pixels=pixels)
 
 
 def search_set(card: ModelCard, data: str | None, n: int, seed: int, held_out: frozenset[str],

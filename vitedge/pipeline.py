@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vitedge.bench.latency import LatencyStats, time_calls_with_progress
-from vitedge.bundle.manifest import REFERENCE
+from vitedge.bundle.manifest import PIXELS_SUFFIX, REFERENCE
 from vitedge.errors import ExportError, VitedgeError
 from vitedge.export.onnx_export import ExportConfig, ExportInfo, export_onnx
 from vitedge.fsutil import atomic_dir
@@ -41,7 +41,14 @@ from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
 from vitedge.request import BenchConfig, ExportRequest
 from vitedge.runtimes.base import Runner, default_threads
-from vitedge.runtimes.open import run_batched, runner_for, static_batch
+from vitedge.runtimes.open import (
+    CAMERA_HW,
+    run_batched,
+    run_pixels,
+    runner_for,
+    static_batch,
+    timing_feed,
+)
 from vitedge.runtimes.torch_runner import TorchRunner
 from vitedge.sysinfo import system_info
 from vitedge.targets.context import BuildContext
@@ -124,6 +131,9 @@ def check_target_ready(target: Target, request: ExportRequest) -> None:
         able = ", ".join(t.name for t in all_targets() if t.dynamic_size)
         raise UsageError(f"--dynamic-size: {target.name} builds fixed-size artifacts; targets that keep a "
                          f"dynamic height/width: {able}")
+    problem = target.embed_problem(request.export.opset) if request.embed_preprocessing else None
+    if problem:
+        raise UsageError(problem)
     if target.needs_calibration and request.calibration is None:
         raise UsageError(f"target {target.name} needs calibration data: pass --calib synthetic|DIR|FILE.npy")
 
@@ -135,15 +145,18 @@ def open_artifact(bundle: Path, artifact: Artifact, threads: int | None) -> Runn
 
 # -- stages ------------------------------------------------------------------------------------
 
-def inputs_stage(loaded: LoadedModel, request: ExportRequest, shared: SharedWork | None,
+def inputs_stage(loaded: LoadedModel, request: ExportRequest, shared: SharedWork | None, target: Target,
                  ) -> tuple[EvalSpec, ParityInputs, SearchSet | None]:
-    """Read the eval data (and the fallback's search set) before any work is written."""
+    """Read the eval data (and the fallback's search set) before any work is written. An artifact
+    that will take pixels is judged on pixels (of its Target.pixel_size)."""
     search = None
     if request.budget is not None:
         data, _ = request.judging(loaded.card)
         search = search_set(loaded.card, data, request.fallback_n, request.seed,
                             calibration_held_out(request.calibration), need_labels=request.budget.max_drop is not None)
     spec = request.eval_spec(loaded.card, search.paths if search else frozenset())
+    if request.embed_preprocessing:
+        spec = replace(spec, pixels=target.pixel_size)
     inputs = shared.inputs(loaded, spec) if shared else parity_inputs(loaded.card, spec)
     return spec, inputs, search
 
@@ -163,10 +176,33 @@ def build_stage(target: Target, ctx: BuildContext, request: ExportRequest, searc
     return artifact, fb.to_dict()
 
 
+def embed_stage(target: Target, ctx: BuildContext, artifact: Artifact) -> Artifact:
+    """--embed-preprocessing: the target's hook rewrites the artifact to take pixels."""
+    from vitedge.export.pixels import EmbedError
+
+    assert target.embed is not None  # check_target_ready refused the others
+    try:
+        with stderr_console.status("embedding the preprocessing in the artifact"):
+            artifact = target.embed(ctx, artifact)
+    except EmbedError as e:
+        raise ExportError(f"--embed-preprocessing: {e}") from None
+    except VitedgeError:
+        raise
+    except Exception as e:  # the runtime's graph tools failing on this model
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ExportError(f"embedding the preprocessing in the {target.name} artifact failed: {type(e).__name__}: "
+                          f"{msg}; export without --embed-preprocessing (the app then preprocesses: bundle "
+                          "README)") from e
+    artifact.notes.append("takes uint8 RGB pixels (NHWC) and preprocesses inside; judged on pixels, the "
+                          "reference on the same pixels through the Python preprocessing")
+    return artifact
+
+
 def gate_stage(target: Target, loaded: LoadedModel, request: ExportRequest, inputs: ParityInputs,
                ) -> tuple[Tolerance, bool, list[str]]:
     """The parity gate for this target on these inputs: (tolerance, judged, notes)."""
-    tolerance = tolerance_for(target.precision, untrained=loaded.card.untrained, **request.tolerance)
+    tolerance = tolerance_for(target.precision, untrained=loaded.card.untrained, pixels=request.embed_preprocessing,
+                              **request.tolerance)
     if not inputs.representative and target.precision in DISTRIBUTION_JUDGED:
         return not_judged(), False, [
             f"NOT JUDGED: a {target.precision} artifact's error depends on the images it sees, and none of the "
@@ -189,7 +225,8 @@ def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance
             if set_name not in ref_cache:
                 ref_cache[set_name] = run_batched(reference, x, batch)
             try:
-                art_out[set_name] = run_batched(runner, x, batch)
+                art_out[set_name] = (run_pixels(runner, inputs.pixels[set_name], batch) if inputs.pixels
+                                     else run_batched(runner, x, batch))
             except VitedgeError:  # already one clear line (Interrupted is no Exception: it passes)
                 raise
             except Exception as e:  # the runtime itself failing on the built artifact
@@ -214,7 +251,7 @@ def time_stage(runners: dict[str, Runner], cfg: BenchConfig, input_shape: tuple[
     interleaved in this process."""
     batch = timing_batch(runners, cfg)
     x = np.random.default_rng(123).standard_normal((batch, *input_shape)).astype(np.float32)
-    calls = {key: (lambda r=r, f={r.inputs()[0].name: x}: r.infer(f)) for key, r in runners.items()}
+    calls = {key: (lambda r=r, f={r.inputs()[0].name: timing_feed(r, x)}: r.infer(f)) for key, r in runners.items()}
     return time_calls_with_progress(
         calls, batch, f"timing {' vs '.join(runners)} (batch {batch}, interleaved)",
         warmup=cfg.warmup, min_runs=cfg.min_runs, budget_s=cfg.budget_s)
@@ -266,7 +303,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
     threads = request.threads or default_threads()
     t0 = time.perf_counter()
     card = loaded.card
-    spec, inputs, search = inputs_stage(loaded, request, shared)
+    spec, inputs, search = inputs_stage(loaded, request, shared, target)
     tolerance, judged, gate_notes = gate_stage(target, loaded, request, inputs)
 
     with atomic_dir(request.out, force=request.force) as bundle, \
@@ -279,8 +316,11 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
                            else _export(loaded, export_cfg, work_dir))
         ctx = BuildContext(loaded=loaded, bundle_dir=bundle, work_dir=work_dir, onnx=export_info, options=options,
                            export=export_cfg, calibration=request.calibration, threads=threads,
-                           search=search, budget=request.budget)
+                           search=search, budget=request.budget,
+                           pixels=request.embed_preprocessing and target.pixel_size == "fixed")
         artifact, fallback = build_stage(target, ctx, request, search)
+        if request.embed_preprocessing:
+            artifact = embed_stage(target, ctx, artifact)
 
         shape = (3, *card.preprocess.input_size)
         reference = TorchRunner(loaded.module, shape, threads=threads)
@@ -311,6 +351,10 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)
+        if inputs.pixels:
+            frame = "x".join(map(str, CAMERA_HW if spec.pixels == "any" else card.preprocess.input_size))
+            report.notes.append(f"latency: the artifact is timed on {frame} uint8 RGB frames (its time includes "
+                                "the preprocessing inside), the reference on the preprocessed model input")
         if artifact.predicted_by:
             report.notes.append(f"latency is of the CPU stand-in ({artifact.predicted_by}), not of the target runtime")
         write_stage(bundle, report, inputs, ref_cache, art_out, request, target)
@@ -323,7 +367,11 @@ def write_reference(path: Path, inputs: ParityInputs, ref_out: dict[str, dict[st
     `vitedge verify` re-runs them on the device."""
     arrays: dict[str, np.ndarray] = {}
     for set_name, x in inputs.sets.items():
-        arrays[f"{set_name}/input"] = x[:N_REFERENCE]
+        if inputs.pixels:  # images of different sizes: one array each (bundle.verify reads both)
+            for i, p in enumerate(inputs.pixels[set_name][:N_REFERENCE]):
+                arrays[f"{set_name}/input{PIXELS_SUFFIX}{i}"] = p
+        else:
+            arrays[f"{set_name}/input"] = x[:N_REFERENCE]
         for out_name, y in ref_out[set_name].items():
             arrays[f"{set_name}/{out_name}"] = y[:N_REFERENCE]
             arrays[f"{set_name}/{out_name}@artifact"] = art_out[set_name][out_name][:N_REFERENCE]

@@ -31,6 +31,7 @@ class ExportPlan:
     budget: Any = None  # vitedge.fallback.Budget
     tolerance: dict[str, float | None] = field(default_factory=dict)
     export: ExportConfig = ExportConfig()
+    embed_preprocessing: bool = False  # the artifact takes pixels (Target.embed)
 
     @property
     def is_auto(self) -> bool:
@@ -43,16 +44,26 @@ class ExportPlan:
     def request(self, out: Path, **fields: Any) -> ExportRequest:
         """The request the pipeline runs (eval data, timing, calibration, ... in `fields`)."""
         return ExportRequest(target=self.target, out=out, export=self.export, options=self.options,
-                             budget=self.budget, tolerance=self.tolerance, **fields)
+                             budget=self.budget, tolerance=self.tolerance,
+                             embed_preprocessing=self.embed_preprocessing, **fields)
 
 
 def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tuple[str, ...] | list[str] = (),
                 max_drop: float | None = None, min_cosine: float | None = None,
-                tolerance: dict[str, float | None] | None = None, export: ExportConfig | None = None) -> ExportPlan:
+                tolerance: dict[str, float | None] | None = None, export: ExportConfig | None = None,
+                embed_preprocessing: bool = False) -> ExportPlan:
     """Check everything about `vitedge export` that needs no model, and resolve it."""
     values = dict(values or {})
+    export = export or ExportConfig()
     candidates = tuple(auto_candidates(target)) if target in AUTO_DEVICES else (get_target(target),)
     single = None if target in AUTO_DEVICES else candidates[0]
+    if embed_preprocessing:
+        if single is None:
+            raise UsageError(f"--embed-preprocessing: pick one target ({target} compares artifacts on the model's "
+                             "own input)")
+        problem = single.embed_problem(export.opset)
+        if problem:
+            raise UsageError(problem)
     if ignore:
         if single is None or not single.fallback_option:
             raise UsageError(f"--ignore applies to {', '.join(fallback_targets())}; {target} has no "
@@ -70,8 +81,8 @@ def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tu
         options = single.options_from(values)
         if single.preflight is not None:
             single.preflight(options, budget)
-    return ExportPlan(target, candidates, options, budget, budget_gate(budget, dict(tolerance or {})),
-                      export or ExportConfig())
+    return ExportPlan(target, candidates, options, budget, budget_gate(budget, dict(tolerance or {})), export,
+                      embed_preprocessing)
 
 
 def plan_cells(targets: list[str], values: dict[str, Any] | None = None, *, max_drop: float | None = None,

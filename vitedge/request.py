@@ -47,6 +47,8 @@ class ExportRequest:
     parity_batch: int = 32
     budget: Any = None  # vitedge.fallback.Budget: accuracy-aware fallback for INT8/FP16 targets
     fallback_n: int = 1000  # search-set images (shapes10 val, an IDX val part, or half of a folder's rest)
+    # The artifact takes uint8 RGB pixels and preprocesses inside (Target.embed, vitedge.export.pixels)
+    embed_preprocessing: bool = False
 
     def judging(self, card: Any) -> tuple[str | None, str]:
         """(image source, origin) of the images that judge this export (vitedge.inputs)."""

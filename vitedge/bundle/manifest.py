@@ -21,6 +21,9 @@ MANIFEST = "manifest.json"
 FORMAT = "vitedge-bundle"
 FORMAT_VERSION = 1
 REFERENCE = "reference.npz"
+# reference.npz key of the i-th pixel image of a set ("images/input#0"): an artifact that takes
+# pixels (--embed-preprocessing) is re-verified on images of different sizes, one array each
+PIXELS_SUFFIX = "#"
 
 def file_entries(bundle: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return {n: {"bytes": (bundle / n).stat().st_size, "sha256": sha256_file(bundle / n)} for n in sorted(names)}
@@ -58,6 +61,13 @@ class Manifest:
     @property
     def runner_options(self) -> dict[str, Any]:
         return dict(self.data["artifact"].get("runner_options", {}))
+
+    @property
+    def pixels(self) -> dict[str, Any] | None:
+        """What an artifact that preprocesses inside takes ("size": "any" or [h, w], ...), or None
+        when it takes the preprocessed model input."""
+        embedded = self.data.get("input", {}).get("embedded_preprocessing")
+        return embedded if isinstance(embedded, dict) else None
 
     @property
     def max_threads(self) -> int | None:

@@ -27,7 +27,7 @@ from vitedge.calib.preprocess import PreprocessSpec, normalize, resize_and_crop
 from vitedge.card import ModelCard
 from vitedge.errors import InputError, ParityError
 from vitedge.runtimes.base import Runner
-from vitedge.runtimes.open import open_runner, run_batched
+from vitedge.runtimes.open import open_runner, run_batched, run_pixels
 from vitedge.runtimes.registry import get_runtime
 
 MAX_BATCH = 64  # images per runtime call for models with a dynamic batch
@@ -64,6 +64,7 @@ class Predictor:
         self.card: ModelCard = manifest.card
         self.spec: PreprocessSpec = self.card.preprocess
         self.classes: tuple[str, ...] = self.card.classes
+        self.pixels = manifest.pixels  # the artifact preprocesses inside (None: predict does)
         self._runner = runner
         self._ran = False  # the first inference runs quietly (see _run)
         self._lock = None if get_runtime(manifest.runtime).thread_safe else threading.Lock()
@@ -123,12 +124,16 @@ class Predictor:
         """One image -> (H, W, 3) uint8 at the model's input size."""
         from PIL import Image
 
+        return resize_and_crop(Image.fromarray(self._decoded(item), "RGB"), self.spec)
+
+    def _decoded(self, item: Any) -> np.ndarray:
+        """One image -> (h, w, 3) uint8 RGB at its own size."""
         if isinstance(item, (str, Path)):
-            return resize_and_crop(load_image(item), self.spec)
+            return np.asarray(load_image(item), np.uint8)
         if hasattr(item, "convert"):  # PIL image
             from vitedge.calib.images import to_rgb
 
-            return resize_and_crop(to_rgb(item), self.spec)
+            return np.asarray(to_rgb(item), np.uint8)
         if isinstance(item, np.ndarray):
             if item.dtype != np.uint8:
                 raise InputError(f"image arrays must be uint8 (0-255) HWC, got dtype {item.dtype}; "
@@ -144,13 +149,27 @@ class Predictor:
                 item = item[..., :3]  # drop alpha, like the file loader
             if item.shape[0] < 1 or item.shape[1] < 1:
                 raise InputError(f"image array of shape {item.shape} is empty")
-            return resize_and_crop(Image.fromarray(np.ascontiguousarray(item), "RGB"), self.spec)
+            return np.ascontiguousarray(item)
         raise InputError(f"unsupported image type {type(item).__name__}")
+
+    def feed(self, images: Any) -> list[np.ndarray] | np.ndarray:
+        """What the artifact runs: (N, 3, H, W) float32 model input, or for a bundle that
+        preprocesses inside (manifest `input.embedded_preprocessing`) uint8 RGB pixels: each
+        image at its own size, or resized and cropped to the model's size where the artifact
+        takes a fixed size (the app's job there, done here with the same Python preprocessing)."""
+        if self.pixels is None:
+            return self.preprocess(images)
+        items = self._as_list(images)
+        if not items:
+            raise InputError("predict() got an empty batch; pass at least one image")
+        if self.pixels.get("size") == "any":
+            return [self._decoded(item) for item in items]
+        return [self._pixels(item) for item in items]
 
     # -- inference -------------------------------------------------------------------------------
     def logits(self, images: Any) -> np.ndarray:
         """(N, num_classes) raw logits for `images`."""
-        x = self.preprocess(images)
+        x = self.feed(images)
         if self._lock is not None:
             with self._lock:
                 out = self._run(x)
@@ -158,13 +177,14 @@ class Predictor:
             out = self._run(x)
         return next(iter(out.values()))
 
-    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, x: np.ndarray | list[np.ndarray]) -> dict[str, np.ndarray]:
+        run = run_pixels if isinstance(x, list) else run_batched
         if self._ran:
-            return run_batched(self._runner, x, MAX_BATCH)
+            return run(self._runner, x, MAX_BATCH)  # type: ignore[arg-type]
         from vitedge.quiet import native_stderr, quiet
 
         with quiet(), native_stderr():  # runtimes print on their first inference too (XNNPACK set-up)
-            out = run_batched(self._runner, x, MAX_BATCH)
+            out = run(self._runner, x, MAX_BATCH)  # type: ignore[arg-type]
         self._ran = True
         return out
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.bundle.manifest import REFERENCE, read_manifest
+from vitedge.bundle.manifest import PIXELS_SUFFIX, REFERENCE, read_manifest
 from vitedge.errors import InputError
-from vitedge.runtimes.open import open_runner, run_batched
+from vitedge.runtimes.open import open_runner, run_batched, run_pixels
 from vitedge.verify.parity import compare
 from vitedge.verify.tolerances import Tolerance
 
@@ -37,6 +37,16 @@ class VerifyResult:
     @property
     def passed(self) -> bool:
         return not self.integrity and not self.failures
+
+
+def _run_set(runner: Any, ref: Any, set_name: str) -> dict[str, np.ndarray]:
+    """The set's inputs through the runner: one (N, ...) array, or pixel images of their own
+    sizes (an artifact that preprocesses inside: "images/input#0", "#1", ...)."""
+    if f"{set_name}/input" in ref.files:
+        return run_batched(runner, ref[f"{set_name}/input"])
+    prefix = f"{set_name}/input{PIXELS_SUFFIX}"
+    keys = sorted((k for k in ref.files if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))
+    return run_pixels(runner, [ref[k] for k in keys])
 
 
 def verify_bundle(bundle: str | Path, threads: int | None = None) -> VerifyResult:
@@ -58,8 +68,9 @@ def verify_bundle(bundle: str | Path, threads: int | None = None) -> VerifyResul
         result.runner = runner.info()
         sets = sorted({k.split("/")[0] for k in ref.files})
         reference = {s: {k.split("/")[1]: ref[k] for k in ref.files
-                         if k.startswith(s + "/") and k != f"{s}/input" and "@" not in k} for s in sets}
-        outputs = {s: run_batched(runner, ref[f"{s}/input"]) for s in sets}
+                         if k.startswith(s + "/") and not k.split("/")[1].startswith("input") and "@" not in k}
+                     for s in sets}
+        outputs = {s: _run_set(runner, ref, s) for s in sets}
     reference = {s: {o: y for o, y in outs.items() if o in outputs[s]} for s, outs in reference.items()}
     parity = compare(reference, outputs, tol)
     for out_name, by_set in parity.outputs.items():

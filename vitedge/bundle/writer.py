@@ -14,7 +14,10 @@ from vitedge.bundle.manifest import (
     file_entries,
     write_manifest,
 )
+from vitedge.bundle.readme import render_readme
 from vitedge.runtimes.registry import get_runtime
+
+README = "README.md"  # for the app developer (vitedge.bundle.readme)
 
 if TYPE_CHECKING:
     from vitedge.export.onnx_export import ExportConfig
@@ -56,9 +59,8 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
     d = report.to_dict()
     (bundle / "report.json").write_text(json.dumps(d, indent=2) + "\n")
     (bundle / "report.md").write_text(render_markdown(d) + "\n")
-    names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
     card = report.card
-    write_manifest(bundle, {
+    data = {
         "target": report.target,
         "runtime": report.artifact.runtime,
         "precision": report.precision,
@@ -68,9 +70,10 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
         "card": card.to_dict(),
         # The batch dimension as the artifact itself declares it (a runtime may fix it even when
         # the ONNX export was dynamic, e.g. LiteRT's static batch 1).
-        "input": {"name": "input", "dtype": "float32", "layout": card.preprocess.layout,
-                  "shape": [report.batch_dim or export.static_batch or "batch", 3,
-                            *(("height", "width") if export.dynamic_size else card.preprocess.input_size)]},
+        "input": report.artifact.details.get("input") or {
+            "name": "input", "dtype": "float32", "layout": card.preprocess.layout,
+            "shape": [report.batch_dim or export.static_batch or "batch", 3,
+                      *(("height", "width") if export.dynamic_size else card.preprocess.input_size)]},
         "output": {"name": "logits", "dtype": "float32",
                    "shape": [report.batch_dim or export.static_batch or "batch", len(card.classes)]},
         "export": report.export_info,
@@ -81,8 +84,10 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
         "reference": REFERENCE,
         "versions": package_versions(target),
         "device": device_requirements(report.artifact.runtime),
-        "files": file_entries(bundle, names),
-    })
+    }
+    (bundle / README).write_text(render_readme(data))
+    names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
+    write_manifest(bundle, {**data, "files": file_entries(bundle, names)})
 
 
 def _f(v: Any, fmt: str = ".4g") -> str:

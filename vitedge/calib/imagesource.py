@@ -154,6 +154,28 @@ class ImageSource:
                 labels = np.array([classes.index(c) for c in raw_classes], np.int64)[labels]
         return Images(x, labels, keys, desc)
 
+    def read_pixels(self, part: str, indices: np.ndarray, spec: PreprocessSpec, seed: int = 0) -> list[np.ndarray]:
+        """The images at `indices` of `part` as decoded uint8 RGB (H, W, 3), each at its own size:
+        what a camera or decoder gives an artifact that preprocesses inside (--embed-preprocessing).
+        `read` of the same indices is these through the Python preprocessing (same decoder)."""
+        indices = np.asarray(indices, np.int64)
+        if self.kind == "folder":
+            from vitedge.calib.images import load_image
+
+            return [np.asarray(load_image(self.folder.paths[i]), np.uint8) for i in indices]
+        if self.kind == "idx":  # grayscale -> RGB, as the file loader converts mode L
+            raw = idx_format.load_split(self.location, _IDX_SPLIT[part])
+            return [np.repeat(raw.images[i][..., None], 3, axis=2) for i in indices]
+        if self.kind == "synthetic":
+            data = synthetic.render_indices(_SYNTHETIC_SPLIT[part], indices, spec.input_size[0],
+                                            seed=0 if part == "calib" else seed)
+            return list(np.asarray(data.images))
+        arr, _ = _load_array(Path(self.location), self.flag)
+        if arr.ndim == 4 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
+            return list(arr[indices])
+        raise InputError(f"{self.flag} {self.location}: preprocessed arrays cannot judge an artifact that takes "
+                         "pixels (--embed-preprocessing); pass a folder of images or (N, H, W, 3) uint8 pixels")
+
     def _read_synthetic(self, part: str, indices: np.ndarray, spec: PreprocessSpec, seed: int):  # type: ignore[no-untyped-def]
         h, w = spec.input_size
         if h != w:

@@ -115,28 +115,46 @@ def normalize(images_hwc_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(axes))
 
 
+def resize_rule(spec: PreprocessSpec) -> tuple[str, tuple[int, ...]]:
+    """How an image is resized before the centre crop: ("shorter", (S,)) keeps the aspect and
+    brings the shorter side to S; ("exact", (H, W)) resizes to exactly H x W. Written once: the
+    Python preprocessing and the graphs --embed-preprocessing puts in artifacts read it."""
+    h, w = spec.input_size
+    if spec.resize_to is None:  # timm's eval transform: Resize(floor(size / crop_pct))
+        scale_h, scale_w = math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct)
+    elif len(spec.resize_to) == 1:
+        scale_h = scale_w = int(spec.resize_to[0])
+    else:
+        scale_h, scale_w = (int(v) for v in spec.resize_to)
+    if scale_h == scale_w and (spec.resize_to is None or len(spec.resize_to) == 1):
+        return "shorter", (scale_h,)
+    return "exact", (scale_h, scale_w)
+
+
+def resized_size(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int]:
+    """(height, width) an h x w image is resized to before the crop, with torchvision's integer
+    arithmetic (the longer side is int(S * long / short)) so pixels match timm's exactly."""
+    kind, size = resize_rule(spec)
+    if kind == "exact":
+        return size[0], size[1]
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size[0], int(size[0] * long / short)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+def crop_start(resized: int, crop: int, rounding: str) -> int:
+    """Offset of a centred crop: "round" = torchvision's int(round(margin / 2)) (half to even),
+    "floor" = margin // 2 (transformers)."""
+    return (resized - crop) // 2 if rounding == "floor" else int(round((resized - crop) / 2.0))
+
+
 def resize_and_crop(image: Any, spec: PreprocessSpec) -> np.ndarray:
     """A PIL RGB image -> (H, W, 3) uint8 at the model input size (resize shorter side, crop)."""
     from PIL import Image
 
     target_h, target_w = spec.input_size
     w, h = image.size
-    # timm's eval transform, with torchvision's integer arithmetic so pixels match exactly:
-    # Resize(floor(size / crop_pct)) on the shorter side (aspect kept), then CenterCrop(size).
-    # transformers' image processors give the resize explicitly (resize_to), same arithmetic.
-    if spec.resize_to is None:
-        scale_h = math.floor(target_h / spec.crop_pct)
-        scale_w = math.floor(target_w / spec.crop_pct)
-    elif len(spec.resize_to) == 1:
-        scale_h = scale_w = int(spec.resize_to[0])
-    else:
-        scale_h, scale_w = (int(v) for v in spec.resize_to)
-    if scale_h == scale_w and (spec.resize_to is None or len(spec.resize_to) == 1):
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = scale_h, int(scale_h * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    else:
-        new_w, new_h = scale_w, scale_h
+    new_h, new_w = resized_size(h, w, spec)
     if (new_w, new_h) != (w, h):
         resample = {
             "nearest": Image.Resampling.NEAREST,
@@ -148,11 +166,8 @@ def resize_and_crop(image: Any, spec: PreprocessSpec) -> np.ndarray:
     if (new_w, new_h) != (target_w, target_h):
         if new_w < target_w or new_h < target_h:
             raise ValueError(f"resized image {new_w}x{new_h} is smaller than the crop {target_w}x{target_h}")
-        if spec.crop_rounding == "floor":
-            top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
-        else:
-            top = int(round((new_h - target_h) / 2.0))
-            left = int(round((new_w - target_w) / 2.0))
+        top = crop_start(new_h, target_h, spec.crop_rounding)
+        left = crop_start(new_w, target_w, spec.crop_rounding)
         image = image.crop((left, top, left + target_w, top + target_h))
     return np.asarray(image, dtype=np.uint8)
 

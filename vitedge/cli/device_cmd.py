@@ -52,7 +52,7 @@ def bench_command(
     sizes = _batches(batch)
     if threads is not None and threads < 1:
         raise UsageError("--threads must be >= 1")
-    from vitedge.runtimes.open import open_runner
+    from vitedge.runtimes.open import open_runner, pixel_frames, takes_pixels
 
     runner = open_runner(artifact, threads)
     results = []
@@ -62,8 +62,11 @@ def bench_command(
         for b in sizes:
             if fixed is not None and b != fixed:
                 raise UsageError(f"{artifact}: the model has a fixed batch of {fixed}; use --batch {fixed}")
-            shape = [b] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
-            x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
+            if takes_pixels(runner):  # preprocesses inside: timed on camera-sized frames (the resize included)
+                x = pixel_frames(runner, b)
+            else:
+                shape = [b] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+                x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
             feed = {spec.name: x}
             stats = time_calls_with_progress({"a": lambda f=feed: runner.infer(f)}, b, f"timing batch {b}",
                                              warmup=warmup, budget_s=budget)["a"]

@@ -168,6 +168,9 @@ def export_command(
         "--dynamic-size", help="Dynamic height/width in the ONNX (convolutional models; timm ViTs via "
                                "dynamic_img_size). Parity is checked at --img-size.")] = False,
     exporter: Annotated[str, typer.Option(help="auto | dynamo | torchscript.")] = ExportConfig.exporter,
+    embed_preprocessing: Annotated[bool, typer.Option(
+        "--embed-preprocessing", help="The artifact takes uint8 RGB pixels (NHWC; any size for ONNX/OpenVINO, the "
+                                      "model's size for LiteRT) and resizes/crops/normalises inside.")] = False,
     eval_data: EvalOpt = None,
     eval_n: EvalNOpt = None,
     threads: ThreadsOpt = None,
@@ -200,7 +203,8 @@ def export_command(
         target, parse_option_values(option), ignore=ignore or (), max_drop=max_drop, min_cosine=min_cosine,
         tolerance={"max_abs": tol_max_abs, "cosine_min": tol_cosine_min, "cosine_mean": tol_cosine_mean,
                    "top1_agreement": tol_top1_agreement, "max_accuracy_drop": tol_accuracy_drop},
-        export=ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size))
+        export=ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size),
+        embed_preprocessing=embed_preprocessing)
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
                                  dynamic_size=dynamic_size)
     out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"

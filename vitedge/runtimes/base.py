@@ -19,6 +19,9 @@ import numpy as np
 
 from vitedge.errors import InputError
 
+# The input of an artifact that preprocesses inside (--embed-preprocessing): uint8 NHWC RGB.
+PIXELS_NAME = "pixels"
+
 
 @dataclass(frozen=True)
 class TensorSpec:

@@ -31,7 +31,18 @@ RUNTIME = RuntimeSpec(name="executorch", runner="vitedge.runtimes.executorch_run
                       module="executorch", packages=("executorch", "torch"), opens=(".pte",),
                       thread_safe=False, needs_torch=True,
                       install="pip install 'vitedge[executorch]' (with torch==2.14.1); on Android/iOS use "
-                              "ExecuTorch's C++/Java/Swift runtime")
+                              "ExecuTorch's C++/Java/Swift runtime",
+                      snippets=(("Kotlin (Android, org.pytorch.executorch; not compiled here)", """\
+val module = Module.load(File(context.filesDir, "{file}").path)
+val data = FloatArray(3 * {h} * {w})  // {fill}
+val input = Tensor.fromBlob(data, longArrayOf(1, 3, {h}, {w}))
+val logits = module.forward(EValue.from(input))[0].toTensor().dataAsFloatArray  // {c} values"""),
+                                ("Swift (iOS, ExecuTorch's Swift package; not compiled here)", """\
+let module = Module(filePath: Bundle.main.path(forResource: "model", ofType: "pte")!)
+try module.load("forward")
+var data = [Float](repeating: 0, count: 3 * {h} * {w})  // {fill}
+let input = Tensor<Float>(&data, shape: [1, 3, {h}, {w}])
+let logits: Tensor<Float> = try module.forward(input)[0].tensor()!  // {c} values""")))
 
 # executorch/runtime/core/portable_type/scalar_type.h
 _SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",

@@ -30,15 +30,23 @@ from typing import Any
 import numpy as np
 
 from vitedge.errors import InputError
-from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+from vitedge.runtimes.base import PIXELS_NAME, Runner, TensorSpec, default_threads
 from vitedge.runtimes.registry import RuntimeSpec
 
 RUNTIME = RuntimeSpec(name="litert", runner="vitedge.runtimes.litert_runner:LiteRTRunner", module="ai_edge_litert",
                       packages=("ai-edge-litert",), opens=(".tflite",), thread_safe=False, needs_torch=False,
-                      label="LiteRT", install="pip install 'vitedge[litert]' (device: pip install ai-edge-litert)")
+                      label="LiteRT", install="pip install 'vitedge[litert]' (device: pip install ai-edge-litert)",
+                      snippets=(("Kotlin (Android, LiteRT's Interpreter API; not compiled here)", """\
+val model = FileUtil.loadMappedFile(context, "{file}")
+val interpreter = Interpreter(model, Interpreter.Options().setNumThreads(4))  // XNNPACK is on by default
+val input = ByteBuffer.allocateDirect(interpreter.getInputTensor(0).numBytes()).order(ByteOrder.nativeOrder())
+// {fill}
+val logits = Array(1) {{ FloatArray({c}) }}
+interpreter.run(input.rewind(), logits)
+val top1 = logits[0].indices.maxBy {{ logits[0][it] }}"""),))
 
 DELEGATES = ("xnnpack", "none")
-INPUT_NAME = "input"
+INPUT_NAME = "input"  # the float model input (PIXELS_NAME: pixels, vitedge.export.pixels)
 OUTPUT_NAME = "logits"
 
 
@@ -157,9 +165,17 @@ class LiteRTRunner(Runner):
     def _deactivate(self) -> None:
         self.interpreter = None
 
+    def _takes_pixels(self) -> bool:
+        """uint8 without quantisation parameters: camera pixels (--embed-preprocessing), fed as they are."""
+        d = self._in[0]
+        return np.dtype(d["dtype"]) == np.uint8 and not d["quantization"][0]
+
     def inputs(self) -> list[TensorSpec]:
+        shape = tuple(int(d) for d in self._in[0]["shape"])
+        if self._takes_pixels():
+            return [TensorSpec(PIXELS_NAME, "uint8", shape)]
         # vitedge feeds float32 even to full-int8 models (quantised here, see module doc).
-        return [TensorSpec(INPUT_NAME, "float32", tuple(int(d) for d in self._in[0]["shape"]))]
+        return [TensorSpec(INPUT_NAME, "float32", shape)]
 
     def _output_name(self, i: int) -> str:
         return OUTPUT_NAME if i == 0 else str(self._out[i]["name"])
@@ -180,7 +196,7 @@ class LiteRTRunner(Runner):
         return out
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = _quantize(feed[INPUT_NAME], self._in[0])
+        x = feed[PIXELS_NAME] if self._takes_pixels() else _quantize(feed[INPUT_NAME], self._in[0])
         with self._lock:
             it = self.interpreter
             it.set_tensor(self._in[0]["index"], x)

@@ -73,3 +73,44 @@ def run_batched(runner: Runner, x: np.ndarray, batch: int = 32) -> dict[str, np.
         for k, v in runner.infer({name: np.ascontiguousarray(chunk)}).items():
             parts.setdefault(k, []).append(v[:n])
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+# -- artifacts that take pixels (--embed-preprocessing) ----------------------------------------
+
+CAMERA_HW = (480, 640)  # the frame a pixel artifact of any input size is timed on (VGA camera)
+
+
+def takes_pixels(runner: Runner) -> bool:
+    """Whether the artifact preprocesses inside: its input is uint8 NHWC pixels."""
+    return runner.inputs()[0].dtype == "uint8"
+
+
+def timing_feed(runner: Runner, x: np.ndarray) -> np.ndarray:
+    """What a runner is timed on, given the model-input batch `x` (B, 3, H, W): `x` itself, or for
+    a pixel artifact seeded uint8 pixels of the same batch at its fixed size, or a VGA frame when
+    it takes any size (so its time includes the resize a camera frame needs)."""
+    return pixel_frames(runner, len(x)) if takes_pixels(runner) else x
+
+
+def pixel_frames(runner: Runner, batch: int) -> np.ndarray:
+    """Seeded uint8 frames for a pixel artifact: its fixed size, or CAMERA_HW when any size goes."""
+    _, h, w, _ = runner.inputs()[0].shape
+    size = (h, w) if isinstance(h, int) and isinstance(w, int) else CAMERA_HW
+    return np.random.default_rng(123).integers(0, 256, (batch, *size, 3), dtype=np.uint8)
+
+
+def run_pixels(runner: Runner, images: list[np.ndarray], batch: int = 32) -> dict[str, np.ndarray]:
+    """Run uint8 HWC images (any sizes) through an active pixel artifact: runs of equal size go
+    together (in chunks of `batch`), outputs in the images' order."""
+    if not images:
+        raise InputError("no inputs to run")
+    parts: dict[str, list[np.ndarray]] = {}
+    i = 0
+    while i < len(images):
+        j = i + 1
+        while j < len(images) and j - i < batch and images[j].shape == images[i].shape:
+            j += 1
+        for k, v in run_batched(runner, np.stack(images[i:j]), batch).items():
+            parts.setdefault(k, []).append(v)
+        i = j
+    return {k: np.concatenate(v) for k, v in parts.items()}

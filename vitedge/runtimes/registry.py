@@ -45,6 +45,10 @@ class RuntimeSpec:
     needs_torch: bool = False  # the device-side runtime itself needs torch
     install: str = ""  # how to install it on a device
     label: str = ""  # how messages name it ("ONNX Runtime"); default: name
+    # (language, code) for the bundle README: how an app in that language runs the artifact.
+    # Placeholders: {file} {h} {w} {c} (classes) {input_name} {fill} (what goes in the input
+    # buffer, from the manifest). Not compiled here unless the README says so.
+    snippets: tuple[tuple[str, str], ...] = ()
 
     def available(self) -> bool:
         try:

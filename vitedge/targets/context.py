@@ -25,6 +25,9 @@ class BuildContext:
     threads: int = 1
     search: Any = None  # vitedge.report.SearchSet for accuracy-aware builds (NNCF accuracy control)
     budget: Any = None  # vitedge.fallback.Budget
+    # --embed-preprocessing on a module-based target: module() and example_input() are the
+    # network behind a fixed-size uint8 NHWC pixel input (vitedge.export.pixels.pixels_module)
+    pixels: bool = False
 
     def require_onnx(self) -> ExportInfo:
         if self.onnx is None:
@@ -32,11 +35,23 @@ class BuildContext:
         return self.onnx
 
     def example_input(self, batch: int | None = None) -> Any:
-        """A (B, 3, H, W) torch tensor for tracing/exporting the module (B: the static batch or 1)."""
+        """A (B, 3, H, W) torch tensor for tracing/exporting the module (B: the static batch or 1);
+        (B, H, W, 3) uint8 pixels when the build embeds the preprocessing."""
         import torch
 
         h, w = self.loaded.card.preprocess.input_size
-        return torch.zeros(batch or self.export.static_batch or 1, 3, h, w)
+        b = batch or self.export.static_batch or 1
+        return torch.zeros(b, h, w, 3, dtype=torch.uint8) if self.pixels else torch.zeros(b, 3, h, w)
+
+    def module(self) -> Any:
+        """The module a module-based build converts (eval mode): the network, or the network
+        behind its pixel preprocessing (`pixels`)."""
+        module = self.loaded.module.eval()
+        if not self.pixels:
+            return module
+        from vitedge.export.pixels import pixels_module
+
+        return pixels_module(module, self.loaded.card.preprocess)
 
     def check_module_names(self, names: tuple[str, ...], flag: str) -> None:
         """Every name must be a module of the model (for keep-float options that name PyTorch

@@ -277,6 +277,8 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         "kit_files": kit_files,
         "activation_quantisation": "not offered from Linux (coremltools calibrates it by running Core ML)"
                                    if precision == "int8" else None,
+        # the bundle README's app snippet (vitedge.bundle.readme): its runtime here is the stand-in's
+        "app_snippets": [["Swift (iOS/macOS, Core ML; not compiled here)", SWIFT_SNIPPET.replace("{package}", PACKAGE)]],
     }
     return Artifact(
         standin, [*files, standin, *kit_files], "onnxruntime", {"graph_optimization": "disable"},
@@ -284,6 +286,14 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         notes=["Core ML cannot run on Linux: the package was converted and checked (spec, metadata) but "
                "NOT run here; parity is predicted by a CPU stand-in. Run verify_coreml.py on a Mac (KIT.md)."],
     )
+
+
+SWIFT_SNIPPET = """\
+let url = try MLModel.compileModel(at: Bundle.main.url(forResource: "{package}", withExtension: nil)!)
+let model = try MLModel(contentsOf: url)
+let input = try MLMultiArray(shape: [1, 3, {h}, {w}], dataType: .float32)  // {fill}
+let out = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["input": input]))
+let logits = out.featureValue(for: "logits")!.multiArrayValue!  // {c} values"""
 
 
 def build_coreml_fp16(ctx: BuildContext) -> Artifact:

@@ -148,7 +148,7 @@ def _finish(ctx: BuildContext, precision: str, details: dict[str, Any], notes: l
                      f"{coverage['xnnpack_partitions']} XNNPACK partitions")
     batch = ctx.export.static_batch or 1
     details = {"converter": "litert_torch.convert", "precision": precision, "static_batch": batch,
-               "input_layout": "NCHW", "ops": coverage, "op_counts": counts, **details,
+               "input_layout": "NHWC uint8 pixels" if ctx.pixels else "NCHW", "ops": coverage, "op_counts": counts, **details,
                "versions": _versions()}
     notes.append(f"static batch {batch}: litert-torch 0.10 does not lower a symbolic batch dimension (its JAX "
                  f"bridge needs concrete view/linear shapes); callers pad to {batch}")
@@ -157,8 +157,7 @@ def _finish(ctx: BuildContext, precision: str, details: dict[str, Any], notes: l
 
 
 def build_litert_fp32(ctx: BuildContext) -> Artifact:
-    x = ctx.example_input()
-    secs = _convert(ctx.loaded.module.eval(), x, ctx.bundle_dir / MODEL_FILE)
+    secs = _convert(ctx.module(), ctx.example_input(), ctx.bundle_dir / MODEL_FILE)
     return _finish(ctx, "fp32", {"convert_s": round(secs, 1)}, [])
 
 
@@ -174,7 +173,7 @@ def _fp16_recipe() -> Any:
 
 def build_litert_fp16(ctx: BuildContext) -> Artifact:
     fp32 = ctx.work_dir / "fp32.tflite"
-    secs = _convert(ctx.loaded.module.eval(), ctx.example_input(), fp32)
+    secs = _convert(ctx.module(), ctx.example_input(), fp32)
     try:
         with _converter_quiet():
             from ai_edge_quantizer import quantizer
@@ -310,15 +309,26 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
     return _finish(ctx, "int8", details, [])
 
 
+def _pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:
+    """--embed-preprocessing: the build converted ctx.module(), the network behind a fixed-size
+    pixel input (vitedge.export.pixels: why fixed)."""
+    from vitedge.export.pixels import input_info
+
+    artifact.details["input"] = input_info(ctx.loaded.card.preprocess, any_size=False,
+                                           interpolation="none inside (the app resizes to the fixed input)",
+                                           batch=ctx.export.static_batch or 1)
+    return artifact
+
+
 _COMMON = dict(runtime="litert", options=LiteRTOptions, extra="litert", requires=("litert_torch", "ai_edge_litert"),
                source="module", auto=("mobile",))
 
 register_target(Target(
-    name="litert-fp32", precision="fp32", build=build_litert_fp32,
+    name="litert-fp32", precision="fp32", build=build_litert_fp32, embed=_pixels,
     description="LiteRT .tflite (litert-torch), XNNPACK delegate; Android / embedded Linux",
     **_COMMON))  # type: ignore[arg-type]
 register_target(Target(
-    name="litert-fp16", precision="fp16", build=build_litert_fp16,
+    name="litert-fp16", precision="fp16", build=build_litert_fp16, embed=_pixels,
     description="LiteRT .tflite with fp16 weights (ai-edge-quantizer float casting), XNNPACK delegate",
     requires=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
     **{k: v for k, v in _COMMON.items() if k != "requires"}))  # type: ignore[arg-type]

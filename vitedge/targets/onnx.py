@@ -20,6 +20,18 @@ def build_onnx_fp32(ctx: BuildContext) -> Artifact:
     )
 
 
+def embed_pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:
+    """--embed-preprocessing for an ONNX artifact: the pixel graph merged in front of it
+    (vitedge.export.pixels); ONNX Runtime's Resize with antialias is Pillow's filter."""
+    from vitedge.export.pixels import embed_onnx_file, input_info
+
+    spec = ctx.loaded.card.preprocess
+    embed_onnx_file(ctx.bundle_dir / artifact.main_file, spec)
+    artifact.details["input"] = input_info(spec, any_size=True,
+                                           interpolation=f"ONNX Resize {spec.interpolation} with antialias (Pillow's filter)")
+    return artifact
+
+
 def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
     from vitedge.diagnose.readers import diagnose_onnx_graph
 
@@ -29,5 +41,5 @@ def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
 register_target(Target(
     name="onnx-fp32", runtime="onnxruntime", precision="fp32", extra="ort", requires=("onnxruntime",),
     description="ONNX (fp32), cleaned with onnxslim; runs on ONNX Runtime or any ONNX runtime",
-    build=build_onnx_fp32, diagnose=_diagnose, auto=("x86",), dynamic_size=True,
+    build=build_onnx_fp32, diagnose=_diagnose, auto=("x86",), dynamic_size=True, embed=embed_pixels,
 ))

@@ -112,6 +112,76 @@ def build_ov_bf16(ctx: BuildContext) -> Artifact:
                              "inference_precision": "bf16"})
 
 
+def _pixel_steps(node: Any, spec: Any) -> Any:
+    """OpenVINO ops for vitedge.export.pixels' steps, on f32 NCHW of any size (the PrePostProcessor
+    has converted type and layout). Interpolate's *_pillow modes are Pillow's filters."""
+    import numpy as np
+    import openvino.opset11 as ops11
+    import openvino.opset13 as ops
+
+    from vitedge.calib.preprocess import resize_rule
+
+    h, w = spec.input_size
+    kind, size = resize_rule(spec)
+    i64 = lambda v: ops.constant(np.asarray(v, np.int64))  # noqa: E731
+    if kind == "exact":
+        new_hw = i64(size)
+    else:  # integer arithmetic as resized_size: floor(S * side / short); float loses a pixel (427 px -> 255)
+        hw = ops.gather(ops.shape_of(node, "i64"), i64([2, 3]), i64(0))
+        new_hw = ops.divide(ops.multiply(hw, i64(size[0])), ops.reduce_min(hw, i64(0), keep_dims=False))
+    mode = {"bicubic": "bicubic_pillow", "bilinear": "bilinear_pillow", "nearest": "nearest"}[spec.interpolation]
+    resized = ops11.interpolate(node, new_hw, mode=mode, shape_calculation_mode="sizes", axes=i64([2, 3]),
+                                coordinate_transformation_mode="half_pixel", cube_coeff=-0.5, antialias=True)
+    margin = ops.subtract(new_hw, i64([h, w]))
+    if spec.crop_rounding == "floor":
+        start = ops.divide(margin, i64(2))
+    else:
+        half = ops.divide(ops.convert(margin, "f32"), ops.constant(np.float32(2)))
+        start = ops.convert(ops.round(half, "half_to_even"), "i64")
+    cropped = ops.slice(resized, start, ops.add(start, i64([h, w])), i64([1, 1]), i64([2, 3]))
+    px = ops.round(ops.clamp(cropped, 0.0, 255.0), "half_to_even")
+    scale = np.float32(spec.rescale)
+    mean = (np.asarray(spec.mean, np.float32) / scale).reshape(1, 3, 1, 1)
+    std = (np.asarray(spec.std, np.float32) / scale).reshape(1, 3, 1, 1)
+    x = ops.divide(ops.subtract(px, ops.constant(mean)), ops.constant(std))
+    if spec.channel_order == "BGR":
+        x = ops.gather(x, i64([2, 1, 0]), i64(1))
+    return x.output(0)
+
+
+def embed_pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:
+    """--embed-preprocessing: the IR takes uint8 NHWC RGB of any size (PrePostProcessor)."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    from vitedge.export.pixels import check_embeddable, input_info
+    from vitedge.runtimes.base import PIXELS_NAME
+
+    spec = ctx.loaded.card.preprocess
+    check_embeddable(spec)
+    path = ctx.bundle_dir / artifact.main_file
+    model = ov.Core().read_model(str(path))
+    if ctx.export.dynamic_size:
+        model.reshape({model.inputs[0]: [-1, 3, *spec.input_size]})
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_spatial_dynamic_shape()
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_layout(ov.Layout("NCHW")).custom(
+        lambda node: _pixel_steps(node, spec))
+    model = ppp.build()
+    model.inputs[0].get_tensor().set_names({PIXELS_NAME})
+    # Saved beside and moved over: read_model maps the .bin it read, which must not be written
+    # under it. No compression: the weights stay as they were stored, the mean/std stay f32.
+    tmp = ctx.work_dir / "pixels" / path.name
+    tmp.parent.mkdir(exist_ok=True)
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    del model, ppp
+    for f in (tmp, tmp.with_suffix(".bin")):
+        f.replace(path.with_name(f.name))
+    artifact.details["input"] = input_info(spec, any_size=True, interpolation=f"OpenVINO Interpolate {spec.interpolation}_pillow (antialiased)")
+    return artifact
+
+
 def _diagnose(fp32_onnx: Path, artifact_file: Path, x: Any, work: Path) -> Any:
     """An OpenVINO IR vs the fp32 ONNX converted by OpenVINO (same friendly names)."""
     import onnx
@@ -135,6 +205,7 @@ def _diagnose(fp32_onnx: Path, artifact_file: Path, x: Any, work: Path) -> Any:
 # ConvNeXt channels-first (vitedge.export.rewrites: no Transposes, so no layout Reorders; timm
 # convnext_tiny NNCF INT8 1.5x faster).
 OV_TARGET = dict(runtime="openvino", extra="ov", requires=("openvino",), diagnose=_diagnose, dynamic_size=True,
+                 embed=embed_pixels,
            onnx_slim_skip=("FusionGemm",), export_rewrites=("convnext-channels-first",))
 register_target(Target(
     name="ov-fp32", precision="fp32", build=build_ov_fp32, options=OvOptions, auto=("x86",), **OV_TARGET,

@@ -40,6 +40,7 @@ from vitedge.errors import ExportError, UsageError
 from vitedge.models.family import INT8_OP_TYPES
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
+from vitedge.targets.onnx import embed_pixels
 from vitedge.targets.registry import Artifact, Target, register_target
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -244,5 +245,5 @@ register_target(Target(
     name="ort-int8", runtime="onnxruntime", precision="int8", needs_calibration=True,
     description="QDQ ONNX by ONNX Runtime static quantisation (per-channel, ViT-aware op selection)",
     build=build_ort_int8, options=OrtInt8Options, extra="ort", requires=("onnxruntime",),
-    fallback_option="exclude", diagnose=diagnose_qdq, auto=("x86",), dynamic_size=True,
+    fallback_option="exclude", diagnose=diagnose_qdq, auto=("x86",), dynamic_size=True, embed=embed_pixels,
 ))

@@ -64,6 +64,10 @@ class Target:
     auto_variants: Callable[[Any], tuple[dict[str, Any], ...]] | None = None
     in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
     dynamic_size: bool = False  # its artifact keeps the ONNX export's dynamic height/width (--dynamic-size)
+    # --embed-preprocessing: (BuildContext, Artifact) -> the artifact rewritten to take uint8 NHWC
+    # RGB pixels and preprocess inside (vitedge.export.pixels); its details["input"] says what
+    # an app feeds. None: the target cannot (README: which and why).
+    embed: Callable[[Any, Artifact], Artifact] | None = None
     preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
     # () -> why this machine cannot run its artifact (a CPU feature it needs), or None if it can.
     host_check: Callable[[], str | None] | None = None
@@ -108,6 +112,25 @@ class Target:
             if not found:
                 out.append(mod)
         return out
+
+    @property
+    def pixel_size(self) -> str:
+        """What its pixel artifact takes: "any" size (a graph rewritten after the build), or
+        "fixed" at the model's size (a module-based build wraps the network: vitedge.export.pixels)."""
+        return "fixed" if self.source == "module" else "any"
+
+    def embed_problem(self, opset: int) -> str | None:
+        """Why --embed-preprocessing cannot apply to this target at this ONNX opset, or None."""
+        from vitedge.export.pixels import MIN_OPSET
+
+        if self.embed is None:
+            able = ", ".join(t.name for t in all_targets() if t.embed)
+            return (f"--embed-preprocessing: {self.name} cannot carry the preprocessing (README, 'Preprocessing "
+                    f"inside the artifact', says why); targets that can: {able}")
+        if self.needs_onnx and opset < MIN_OPSET:
+            return (f"--embed-preprocessing needs --opset {MIN_OPSET} or newer (Resize with antialias, Pillow's "
+                    f"filter); got --opset {opset}")
+        return None
 
     def unsupported(self) -> str | None:
         return self.host_check() if self.host_check else None
