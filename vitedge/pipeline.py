@@ -262,11 +262,13 @@ def timing_batch(runners: dict[str, Runner], cfg: BenchConfig) -> int:
 
 
 def time_isolated_stage(bundle: Path, artifact: Artifact, loaded: LoadedModel, work_dir: Path, cfg: BenchConfig,
-                        threads: int, batch: int) -> dict[str, LatencyStats]:
+                        threads: int, batch: int) -> tuple[dict[str, LatencyStats], dict[str, Any]]:
     """The same measurement with artifact and reference each in its own process, one working at
     a time (BenchConfig.isolated). The reference process loads the module from a safetensors
-    copy; the artifact opens with its runtime's options, as the finished bundle will."""
+    copy; the artifact opens with its runtime's options, as the finished bundle will. Its process
+    also gives the artifact's device profile (memory, load cold/warm, first inference)."""
     from vitedge.bench.isolated import Contestant, time_isolated
+    from vitedge.bench.profile import from_fields
     from vitedge.models.checkpoint import save_checkpoint
     from vitedge.progress import make_progress
 
@@ -280,9 +282,11 @@ def time_isolated_stage(bundle: Path, artifact: Artifact, loaded: LoadedModel, w
     with make_progress() as progress:
         task = progress.add_task(f"timing artifact vs reference (batch {batch}, own processes)", total=100)
         res = time_isolated(contestants, {batch: x}, threads, warmup=cfg.warmup, min_runs=cfg.min_runs,
-                            budget_s=cfg.budget_s, on_round=lambda f: progress.update(task, completed=100 * f))
+                            budget_s=cfg.budget_s, on_round=lambda f: progress.update(task, completed=100 * f),
+                            profile=("artifact",))
         progress.update(task, completed=100)
-    return res[batch].stats
+    stats = res[batch].stats
+    return stats, from_fields(res[batch].profiles["artifact"], stats["artifact"]).to_dict()
 
 
 def write_stage(bundle: Path, report: ExportReport, inputs: ParityInputs, ref_out: dict[str, dict[str, np.ndarray]],
@@ -334,8 +338,10 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             batch = timing_batch({"artifact": runner}, request.bench)
             runner_info, reference_info = runner.info(), reference.info()
             batch_dim = static_batch(runner)
+        device_profile = None
         if request.bench.isolated:  # after closing this process's runners: they would compete
-            latency = time_isolated_stage(bundle, artifact, loaded, work_dir, request.bench, threads, batch)
+            latency, device_profile = time_isolated_stage(bundle, artifact, loaded, work_dir, request.bench, threads,
+                                                          batch)
 
         report = ExportReport(
             target=target.name, precision=target.precision, out=request.out, artifact=artifact,
@@ -347,7 +353,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
             latency_measured=("artifact and reference each in its own process, one at a time"
                               if request.bench.isolated else "interleaved in one process"),
-            judged_on=inputs.description,
+            judged_on=inputs.description, device_profile=device_profile,
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)

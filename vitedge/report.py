@@ -38,6 +38,9 @@ class ExportReport:
     batch_dim: int | None = None  # the artifact's fixed batch size, None if dynamic
     latency_measured: str = "interleaved in one process"  # or in own processes (BenchConfig.isolated)
     judged_on: str = ""  # which images judged it (ParityInputs.description)
+    # memory, load and first inference of the artifact in its own process (vitedge.bench.profile;
+    # measured with the isolated timing, None without it)
+    device_profile: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -72,6 +75,7 @@ class ExportReport:
             "latency_ms": {k: v.to_dict() for k, v in self.latency.items()},
             "speedup_vs_reference": self.speedup,
             "latency_measured": self.latency_measured,
+            "device_profile": self.device_profile,
             "runner": self.runner_info,
             "reference_runner": self.reference_info,
             "export": self.export_info,

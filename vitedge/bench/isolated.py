@@ -73,6 +73,8 @@ class IsolatedResult:
     pids: dict[str, int] = field(default_factory=dict)
     # per contestant: its first output for `time_isolated(collect=...)`, one image at a time
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    # per contestant asked for: its device profile fields (vitedge.bench.profile.DeviceProfile)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def worst_cross_talk(self) -> float:
         shares = [c["other_cpu_s"] / c["wall_s"] for c in self.cross_talk.values() if c["wall_s"] > 0]
@@ -155,32 +157,57 @@ def _worker(conn: Any, contestant: Contestant, threads: int | None) -> None:
 
 
 def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
+    from vitedge.bench.profile import Phases, import_runtime
     from vitedge.quiet import quiet
 
     runner = None
+    # The device profile (vitedge.bench.profile) of this fresh process, phase by phase, for free
+    # beside the timing: baseline, runtime import, cold load, first inference, steady state.
+    phases = Phases()
+    prof: dict[str, Any] = {"baseline_mb": phases.baseline_mb}
     try:
         with quiet():
+            phases.start()
+            t0 = time.perf_counter()
+            import_runtime(contestant)
+            prof.update(import_ms=(time.perf_counter() - t0) * 1e3, import_mb=phases.peak())
+            phases.start()
+            t0 = time.perf_counter()
             runner = _open(contestant, threads)
             runner.activate()
+            prof.update(load_cold_ms=(time.perf_counter() - t0) * 1e3, load_peak_mb=phases.peak())
         conn.send(("ok", None))
         feed: dict[str, np.ndarray] = {}
+
+        def infer(f: dict[str, np.ndarray]) -> Any:
+            if "first_ms" in prof:
+                return runner.infer(f)
+            phases.start()
+            t0 = time.perf_counter()
+            out = runner.infer(f)
+            prof.update(first_ms=(time.perf_counter() - t0) * 1e3, first_peak_mb=phases.peak(),
+                        frame=" ".join(f"{'x'.join(map(str, v.shape))} {v.dtype}" for v in f.values()))
+            phases.start()  # from here on: the steady state's peak
+            return out
+
         while True:
             msg = conn.recv()
             if msg[0] == "close":
                 break
             if msg[0] == "input":
-                feed = {runner.inputs()[0].name: _feed_for(runner, msg[1])}
+                x = msg[1] if msg[1] is not None else own_input(runner, msg[3])
+                feed = {runner.inputs()[0].name: _feed_for(runner, x)}
                 for _ in range(msg[2]):
-                    runner.infer(feed)
+                    infer(feed)
                 conn.send(("ok", None))
             elif msg[0] == "outputs":  # one image at a time: static-batch-1 contestants take it too
                 name = runner.inputs()[0].name
-                conn.send(("ok", np.concatenate([_first_output(runner.infer({name: msg[1][i:i + 1]}))
+                conn.send(("ok", np.concatenate([_first_output(infer({name: msg[1][i:i + 1]}))
                                                  for i in range(len(msg[1]))])))
             elif msg[0] == "block":
                 _, seconds, rewarm, min_calls, max_calls = msg
                 for _ in range(rewarm):
-                    runner.infer(feed)
+                    infer(feed)
                 got: list[float] = []
                 end = time.perf_counter() + seconds
                 while len(got) < max_calls and (time.perf_counter() < end or len(got) < min_calls):
@@ -188,12 +215,29 @@ def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
                     runner.infer(feed)
                     got.append((time.perf_counter_ns() - t0) / 1e6)
                 conn.send(("ok", got))
+            elif msg[0] == "profile":  # after the timing: the steady numbers, then a warm reload
+                prof.update(steady_peak_mb=phases.peak(), steady_rss_mb=phases.rss())
+                runner.deactivate()
+                runner = None
+                with quiet():
+                    t0 = time.perf_counter()
+                    runner = _open(contestant, threads)
+                    runner.activate()
+                    prof["load_warm_ms"] = (time.perf_counter() - t0) * 1e3
+                conn.send(("ok", prof))
     except Exception as e:  # reported to the coordinator, which raises it with the contestant's name
         conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     finally:
         if runner is not None:
             runner.deactivate()
         conn.close()
+
+
+def own_input(runner: Any, batch: int) -> np.ndarray:
+    """A seeded input of the runner's own spec (dynamic dimensions 1), when the caller gives none."""
+    spec = runner.inputs()[0]
+    shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+    return np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
 
 
 def _feed_for(runner: Any, x: np.ndarray) -> np.ndarray:
@@ -248,7 +292,7 @@ class _Worker:
 
 def time_isolated(
     contestants: list[Contestant],
-    inputs: dict[int, np.ndarray],
+    inputs: dict[int, np.ndarray | None],
     threads: int | None = None,
     warmup: int = WARMUP,
     min_runs: int = MIN_RUNS,
@@ -258,12 +302,15 @@ def time_isolated(
     rewarm: int = REWARM,
     on_round: Callable[[float], None] | None = None,
     collect: np.ndarray | None = None,
+    profile: tuple[str, ...] = (),
 ) -> dict[int, IsolatedResult]:
     """Time every contestant at every batch size in `inputs` ({batch: (B, C, H, W) array}), each
     in its own process, interleaved in blocks, one process working at a time (module docstring).
     Same block/warm-up/budget rules as `vitedge.bench.latency.time_calls`, per batch size.
     `collect`: images every contestant also runs (before timing), so that what was timed can be
-    checked for accuracy too; their first outputs land in each result's `outputs`."""
+    checked for accuracy too; their first outputs land in each result's `outputs`.
+    An input of None: each contestant runs a seeded input of its own spec. `profile`: names of
+    contestants whose device profile (vitedge.bench.profile) lands in each result's `profiles`."""
     ctx = mp.get_context("spawn")  # fork after torch/OpenMP initialised is not safe
     workers = [_Worker(ctx, c, c.threads or threads) for c in contestants]
     results: dict[int, IsolatedResult] = {}
@@ -274,7 +321,7 @@ def time_isolated(
         outputs = {w.name: w.call("outputs", collect) for w in workers} if collect is not None else {}
         for bi, (batch, x) in enumerate(inputs.items()):
             for w in workers:
-                w.call("input", x, warmup)
+                w.call("input", x, warmup, batch)
             samples: dict[str, list[float]] = {w.name: [] for w in workers}
             cross = {w.name: {"other_cpu_s": 0.0, "wall_s": 0.0} for w in workers}
             not_quiet = 0
@@ -304,6 +351,9 @@ def time_isolated(
             results[batch] = IsolatedResult(
                 {name: summarize(v, batch, warmup) for name, v in samples.items()}, cross, not_quiet, dict(pids),
                 outputs)
+        profiled = {w.name: w.call("profile") for w in workers if w.name in profile}
+        for r in results.values():
+            r.profiles = profiled
     finally:
         for w in workers:
             w.close()

@@ -160,6 +160,12 @@ def render_markdown(d: dict[str, Any]) -> str:
     for name, s in (("artifact (" + d["runtime"] + ")", art), ("PyTorch eager (reference)", ref)):
         lines.append(f"| {name} | {s['min']:.3f} | {s['p50']:.3f} | {s['p90']:.3f} | {s['p99']:.3f} | "
                      f"{s['max']:.3f} | {s['mean']:.3f} | {s['throughput']:.1f} |")
+    if d.get("device_profile"):
+        from vitedge.bench.profile import summary
+
+        dp = d["device_profile"]
+        lines += ["", f"In its own process ({dp['frame']} per call): {summary(dp)}; memory above the process's "
+                      "baseline (numpy + vitedge), each phase's own high-water mark (`device_profile` in report.json)."]
     lines += ["", f"Speed-up vs PyTorch eager (p50 ratio, same run): **{d['speedup_vs_reference']:.2f}x**.",
               "", "## Details", "",
               f"- runner: `{json.dumps(d['runner'], default=str)}`",

@@ -41,17 +41,43 @@ def bench_command(
                                                      "auto may record fewer, its max_threads).")] = None,
     budget: Annotated[float, typer.Option(help="Seconds of timed runs per batch size.")] = 3.0,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up calls.")] = 10,
+    profile: Annotated[bool, typer.Option(help="Also measure memory, load (cold/warm) and the first inference in a "
+                                               "fresh process of its own.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """On-device latency benchmark: warm-up, then timed runs; min/p50/p90/p99/max, images/s."""
-    import numpy as np
-
-    from vitedge.bench.latency import time_calls_with_progress
+    """On-device benchmark: latency (warm-up, then timed runs; min/p50/p90/p99/max, images/s) and,
+    in a fresh process, memory, load time cold and warm, and the first inference."""
     from vitedge.sysinfo import system_info
 
     sizes = _batches(batch)
     if threads is not None and threads < 1:
         raise UsageError("--threads must be >= 1")
+    results, info = _latency(artifact, sizes, threads, warmup, budget)
+    device = _profile(artifact, threads, sizes[0], budget) if profile else None
+    if as_json:
+        typer.echo(json.dumps({"artifact": str(artifact), "runner": info, "system": system_info(),
+                               "results": results, "profile": device.to_dict() if device else None},
+                              indent=2, default=str))
+        return
+    table = Table(title=f"{artifact} on {info.get('runtime')} {info.get('version', '')}, "
+                        f"{info.get('threads', '?')} threads{_capped_note(artifact)}")
+    for col in ("batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "images/s"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(str(r["batch"]), str(r["runs"]), f"{r['min']:.3f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}",
+                      f"{r['p99']:.3f}", f"{r['max']:.3f}", f"{r['throughput']:.1f}")
+    console.print(table)
+    if device:
+        console.print(profile_table(device))
+    s = system_info()
+    console.print(f"{s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores available")
+
+
+def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int, budget: float,
+             ) -> tuple[list[dict], dict]:
+    import numpy as np
+
+    from vitedge.bench.latency import time_calls_with_progress
     from vitedge.runtimes.open import open_runner, pixel_frames, takes_pixels
 
     runner = open_runner(artifact, threads)
@@ -72,17 +98,28 @@ def bench_command(
                                              warmup=warmup, budget_s=budget)["a"]
             results.append(stats.to_dict())
         info = runner.info()
-    if as_json:
-        typer.echo(json.dumps({"artifact": str(artifact), "runner": info, "system": system_info(),
-                               "results": results}, indent=2, default=str))
-        return
-    table = Table(title=f"{artifact} on {info.get('runtime')} {info.get('version', '')}, "
-                        f"{info.get('threads', '?')} threads{_capped_note(artifact)}")
-    for col in ("batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "images/s"):
+    return results, info
+
+
+def _profile(artifact: Path, threads: int | None, batch: int, budget: float):  # type: ignore[no-untyped-def]
+    from vitedge.bench.isolated import Contestant
+    from vitedge.bench.profile import profile
+    from vitedge.progress import stderr_console
+
+    with stderr_console.status("measuring memory, load and first inference in a fresh process"):
+        return profile(Contestant("artifact", artifact), threads, batch=batch, budget_s=min(budget, 2.0))
+
+
+def profile_table(p) -> Table:  # type: ignore[no-untyped-def]
+    """A DeviceProfile as the two rows an edge engineer budgets by."""
+    def mb(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    base = "" if p.baseline_mb is None else f", above a {p.baseline_mb:.0f} MB baseline (numpy + vitedge)"
+    table = Table(title=f"in a fresh process: {p.frame} per call{base}")
+    for col in ("", "runtime import", "load (cold)", "first inference", "steady", "load (warm)"):
         table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(str(r["batch"]), str(r["runs"]), f"{r['min']:.3f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}",
-                      f"{r['p99']:.3f}", f"{r['max']:.3f}", f"{r['throughput']:.1f}")
-    console.print(table)
-    s = system_info()
-    console.print(f"{s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores available")
+    table.add_row("peak MB", mb(p.import_mb), mb(p.load_peak_mb), mb(p.first_peak_mb), mb(p.steady_peak_mb), "")
+    table.add_row("ms", f"{p.import_ms:.0f}", f"{p.load_cold_ms:.0f}", f"{p.first_ms:.1f}",
+                  f"p50 {p.steady.p50:.3f} / p99 {p.steady.p99:.3f}", f"{p.load_warm_ms:.0f}")
+    return table

@@ -108,6 +108,10 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
     table.add_row("latency p50 artifact / torch", f"{lat['artifact']['p50']:.3f} / {lat['reference']['p50']:.3f} ms",
                   f"{d['speedup_vs_reference']:.2f}x")
     table.add_row("artifact size", f"{d['artifact_bytes'] / 1e6:.2f} MB", "")
+    if d.get("device_profile") and not report.artifact.predicted_by:
+        from vitedge.bench.profile import summary
+
+        table.add_row("memory / start-up (own process)", summary(d["device_profile"]), "")
     console.print(table)
     console.print(f"judged on: {escape(d['judged_on'])}")
     if report.artifact.predicted_by:

@@ -1,0 +1,64 @@
+"""vitedge.bench.profile: memory, load and first inference measured in a fresh process.
+
+The memory measure is checked against a process that allocates a known amount (tests/memhog.py);
+no timed assertions (times are only checked to be measured and positive)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from vitedge.bench.isolated import Contestant
+from vitedge.bench.profile import profile
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def test_memory_phases_match_what_the_process_allocated(tmp_path):
+    from memhog import FIRST_MB, LOAD_MB
+
+    p = profile(Contestant("hog", tmp_path, factory="memhog:open_hog"), budget_s=0.2)
+    slack = 12.0  # MB: numpy's temporaries, the interpreter's own growth
+    assert p.baseline_mb is not None and 10 < p.baseline_mb < 400
+    assert abs(p.load_peak_mb - LOAD_MB) < slack, p
+    assert abs(p.first_peak_mb - (LOAD_MB + FIRST_MB)) < slack, p  # the first call's transient counts
+    assert abs(p.steady_peak_mb - LOAD_MB) < slack, p  # and is gone afterwards: the peak was reset per phase
+    assert abs(p.steady_rss_mb - LOAD_MB) < slack, p
+    assert p.peak_mb == max(p.load_peak_mb, p.first_peak_mb, p.steady_peak_mb, p.import_mb or 0)
+    assert p.load_cold_ms > 0 and p.load_warm_ms > 0 and p.first_ms > 0 and p.steady.runs >= 3
+    assert p.frame == "1x3x8x8 float32"
+
+
+def test_bench_prints_the_profile_of_a_real_bundle(tmp_path, capsys):
+    from vitedge.cli.main import main
+
+    out = tmp_path / "b"
+    assert main(["export", "vit-tiny", "-t", "onnx-fp32", "--out", str(out), "--eval-n", "20",
+                 "--bench-budget", "0.2"]) == 0
+    capsys.readouterr()
+    # the export's own isolated timing measured it too, in the artifact's process
+    exported = json.loads((out / "report.json").read_text())["device_profile"]
+    assert exported["load_peak_mb"] > 0 and exported["first_ms"] > 0 and exported["frame"] == "1x3x64x64 float32"
+    assert "In its own process" in (out / "report.md").read_text()
+    assert main(["bench", str(out), "--budget", "0.3", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["profile"]
+    # onnxruntime and an 11 MB model: it adds memory, all of it measured above the baseline
+    assert d["import_mb"] > 5 and d["load_peak_mb"] > d["import_mb"] and d["peak_mb"] >= d["load_peak_mb"]
+    assert d["frame"] == "1x3x64x64 float32" and d["steady"]["runs"] >= 3
+    assert main(["bench", str(out), "--budget", "0.3"]) == 0
+    text = capsys.readouterr().out
+    assert "load (cold)" in text and "first inference" in text and "peak MB" in text
+    assert main(["bench", str(out), "--budget", "0.3", "--no-profile", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["profile"] is None
+
+
+def test_a_crashing_artifact_is_one_line(tmp_path):
+    from vitedge.errors import VitedgeError
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(VitedgeError, match=r"in its own process failed: .*model.onnx: ONNX Runtime cannot load it"):
+        profile(Contestant("bad", Path(bad)), budget_s=0.1)

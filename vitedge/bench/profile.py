@@ -1,0 +1,158 @@
+"""What an edge engineer budgets by, besides latency: memory, start-up and the first inference,
+measured per artifact in a process of its own.
+
+A fresh interpreter (multiprocessing "spawn", nothing of the parent's) imports numpy and
+vitedge's device side, then records its resident memory: the baseline. Then, each phase with the
+kernel's high-water mark reset first (`/proc/self/clear_refs` 5, so every peak is that phase's
+own):
+1. import the runtime (ONNX Runtime, OpenVINO, ...);
+2. cold load: open and compile the artifact, the first time in this process (its files may sit
+   in the page cache: cold for the runtime, not for the disk);
+3. the first inference (runtimes allocate, pack weights and JIT on it);
+4. steady state: timed runs after a warm-up, p50/p90/p99;
+5. warm load: the runner closed and opened again in the same process (runtime imported, files
+   cached): what a second model instance or an app restart with a runtime-side cache costs.
+Peaks are reported above the baseline and the baseline itself is shown, so a number means what
+the artifact and its runtime add to an app. Linux only (/proc); elsewhere the memory fields are
+None and the times are still measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vitedge.bench.latency import LatencyStats
+
+MB = 1024.0 * 1024.0
+STEADY_WARMUP = 5  # untimed runs before the steady state is timed
+STEADY_BUDGET_S = 2.0  # seconds of timed steady-state runs
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    baseline_mb: float | None  # resident memory of the measuring process before the runtime (numpy + vitedge)
+    import_mb: float | None  # peak added by importing the runtime
+    load_peak_mb: float | None  # peak while opening/compiling the artifact (cold), above the baseline
+    first_peak_mb: float | None  # peak during the first inference, above the baseline
+    steady_peak_mb: float | None  # peak over the steady-state runs, above the baseline
+    steady_rss_mb: float | None  # resident after the steady runs, above the baseline
+    import_ms: float
+    load_cold_ms: float  # first open + compile in the process
+    load_warm_ms: float  # second open + compile in the same process
+    first_ms: float  # the first inference after the cold load
+    steady: LatencyStats
+    frame: str  # what one call was fed, e.g. "1x3x224x224 float32" or "1x480x640x3 uint8"
+
+    @property
+    def peak_mb(self) -> float | None:
+        """The most the artifact made the process hold above its baseline, in any phase."""
+        peaks = [v for v in (self.import_mb, self.load_peak_mb, self.first_peak_mb, self.steady_peak_mb)
+                 if v is not None]
+        return max(peaks) if peaks else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["steady"] = self.steady.to_dict()
+        d["peak_mb"] = self.peak_mb
+        return d
+
+
+def _status_mb() -> tuple[float, float] | None:
+    """(VmRSS, VmHWM) of this process in MB, or None without /proc."""
+    try:
+        fields = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0]) * 1024 / MB
+        return fields["VmRSS"], fields["VmHWM"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _reset_peak() -> bool:
+    """Reset the high-water mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class Phases:
+    """Peak and resident memory of this process above its baseline (the RSS at construction)."""
+
+    def __init__(self) -> None:
+        status = _status_mb()
+        self.baseline = status[0] if status else None
+        self.resettable = _reset_peak()
+
+    @property
+    def baseline_mb(self) -> float | None:
+        return None if self.baseline is None else round(self.baseline, 1)
+
+    def start(self) -> None:
+        """A new phase: the high-water mark back to the current RSS."""
+        if self.resettable:
+            _reset_peak()
+
+    def peak(self) -> float | None:
+        status = _status_mb()
+        if status is None or self.baseline is None or not self.resettable:
+            return None
+        return round(status[1] - self.baseline, 1)
+
+    def rss(self) -> float | None:
+        status = _status_mb()
+        return None if status is None or self.baseline is None else round(status[0] - self.baseline, 1)
+
+
+def import_runtime(contestant: Any) -> None:
+    """Import the runtime a contestant opens with (nothing for a factory or torch contestant,
+    which import theirs when opened), so that its cost is a phase of its own."""
+    from vitedge.runtimes.registry import get_runtime, runtime_for_file
+
+    if contestant.factory or contestant.torch:
+        return
+    path = Path(contestant.path)
+    if contestant.runtime:
+        spec = get_runtime(contestant.runtime)
+    elif path.is_dir():
+        from vitedge.bundle.manifest import read_manifest
+
+        spec = get_runtime(read_manifest(path).runtime)
+    else:
+        spec = runtime_for_file(path)
+    importlib.import_module(spec.module)
+    spec.runner_class()
+
+
+def from_fields(fields: dict[str, Any], steady: LatencyStats) -> DeviceProfile:
+    return DeviceProfile(steady=steady, **{k: fields.get(k) for k in DeviceProfile.__dataclass_fields__
+                                           if k != "steady"})
+
+
+def profile(contestant: Any, threads: int | None = None, batch: int = 1, budget_s: float = STEADY_BUDGET_S,
+            ) -> DeviceProfile:
+    """Measure one artifact (a vitedge.bench.isolated.Contestant: a bundle, a model file, or a
+    factory) in a fresh process of its own: the isolated timing's worker, alone (module docstring)."""
+    from vitedge.bench.isolated import time_isolated
+
+    res = time_isolated([contestant], {batch: None}, threads, warmup=STEADY_WARMUP, min_runs=3,
+                        budget_s=budget_s, profile=(contestant.name,))[batch]
+    return from_fields(res.profiles[contestant.name], res.stats[contestant.name])
+
+
+def summary(p: dict[str, Any]) -> str:
+    """One line of a DeviceProfile's dict (report.json's device_profile), for tables and report.md."""
+    def mb(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f} MB"
+
+    base = "" if p.get("baseline_mb") is None else f" (+{p['baseline_mb']:.0f} MB baseline)"
+    return (f"peak {mb(p.get('peak_mb'))}{base}; load {p['load_cold_ms']:.0f} ms cold / {p['load_warm_ms']:.0f} ms "
+            f"warm; first inference {p['first_ms']:.1f} ms")
