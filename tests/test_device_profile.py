@@ -53,6 +53,24 @@ def test_bench_prints_the_profile_of_a_real_bundle(tmp_path, capsys):
     assert "load (cold)" in text and "first inference" in text and "peak MB" in text
     assert main(["bench", str(out), "--budget", "0.3", "--no-profile", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["profile"] is None
+    # throughput: every (batch, streams) point of the sweep, the best one named with its setting
+    assert main(["bench", str(out), "--budget", "0.2", "--no-profile", "--throughput", "--threads", "2",
+                 "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["throughput"]
+    assert [(q["batch"], q["streams"]) for q in t["points"]] == [(b, s) for b in (1, 4, 8) for s in (1, 2)]
+    assert all(q["images_per_s"] > 0 for q in t["points"]) and t["cores"] == 2
+    assert t["images_per_s"] == max(q["images_per_s"] for q in t["points"])
+    assert f"batch {t['best']['batch']}, {t['best']['streams']} parallel stream(s)" in t["setting"]
+    # ONNX Runtime's way: one session per stream, the cores split between them
+    assert all((q["instances"], q["threads_each"]) == (q["streams"], 2 // q["streams"]) for q in t["points"])
+
+
+def test_openvino_streams_are_its_own_throughput_mechanism():
+    from vitedge.runtimes.registry import get_runtime
+
+    assert get_runtime("openvino").parallel_plan(2, 8) == (
+        1, 8, {"performance_hint": "THROUGHPUT", "config": {"NUM_STREAMS": "2"}})
+    assert get_runtime("litert").parallel_plan(4, 8) == (4, 2, {})
 
 
 def test_a_crashing_artifact_is_one_line(tmp_path):

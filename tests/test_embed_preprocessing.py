@@ -182,7 +182,13 @@ def test_ov_int8_bundle_takes_pixels_of_any_size(ov_bundle, photo_dir, photos, c
         np.testing.assert_array_equal(by_file, by_array)
         assert len({model.predict(f).label for f in files}) >= 1
     assert main(["bench", str(ov_bundle), "--budget", "0.2", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["results"][0]["runs"] > 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["results"][0]["runs"] > 0 and bench["profile"]["frame"] == "1x480x640x3 uint8"
+    # OpenVINO's own throughput mechanism (THROUGHPUT hint, NUM_STREAMS) runs on this IR
+    from vitedge.bench.throughput import sweep
+
+    t = sweep(ov_bundle, cores=2, batches=(1, 2), measure_s=0.2)
+    assert len(t.points) == 4 and all(p.images_per_s > 0 and p.instances == 1 for p in t.points)
 
 
 @pytest.mark.slow

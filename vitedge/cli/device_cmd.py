@@ -43,10 +43,14 @@ def bench_command(
     warmup: Annotated[int, typer.Option(help="Untimed warm-up calls.")] = 10,
     profile: Annotated[bool, typer.Option(help="Also measure memory, load (cold/warm) and the first inference in a "
                                                "fresh process of its own.")] = True,
+    throughput: Annotated[bool, typer.Option(
+        "--throughput", help="Also images/s with all cores: the best of a batch x parallel-streams sweep, each "
+                             "runtime parallelised its own way (OpenVINO streams, several sessions/interpreters).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """On-device benchmark: latency (warm-up, then timed runs; min/p50/p90/p99/max, images/s) and,
-    in a fresh process, memory, load time cold and warm, and the first inference."""
+    """On-device benchmark: latency (warm-up, then timed runs; min/p50/p90/p99/max, images/s), in a
+    fresh process memory, load time cold and warm and the first inference, and (--throughput)
+    images/s with all cores."""
     from vitedge.sysinfo import system_info
 
     sizes = _batches(batch)
@@ -54,10 +58,11 @@ def bench_command(
         raise UsageError("--threads must be >= 1")
     results, info = _latency(artifact, sizes, threads, warmup, budget)
     device = _profile(artifact, threads, sizes[0], budget) if profile else None
+    best = _throughput(artifact, threads) if throughput else None
     if as_json:
         typer.echo(json.dumps({"artifact": str(artifact), "runner": info, "system": system_info(),
-                               "results": results, "profile": device.to_dict() if device else None},
-                              indent=2, default=str))
+                               "results": results, "profile": device.to_dict() if device else None,
+                               "throughput": best.to_dict() if best else None}, indent=2, default=str))
         return
     table = Table(title=f"{artifact} on {info.get('runtime')} {info.get('version', '')}, "
                         f"{info.get('threads', '?')} threads{_capped_note(artifact)}")
@@ -69,6 +74,8 @@ def bench_command(
     console.print(table)
     if device:
         console.print(profile_table(device))
+    if best:
+        console.print(throughput_table(best))
     s = system_info()
     console.print(f"{s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores available")
 
@@ -108,6 +115,27 @@ def _profile(artifact: Path, threads: int | None, batch: int, budget: float):  #
 
     with stderr_console.status("measuring memory, load and first inference in a fresh process"):
         return profile(Contestant("artifact", artifact), threads, batch=batch, budget_s=min(budget, 2.0))
+
+
+def _throughput(artifact: Path, threads: int | None):  # type: ignore[no-untyped-def]
+    from vitedge.bench.throughput import sweep
+    from vitedge.progress import stderr_console
+
+    with stderr_console.status("throughput: batch x parallel-streams sweep") as status:
+        return sweep(artifact, cores=threads, on_point=lambda p: status.update(
+            f"throughput: batch {p.batch}, {p.streams} stream(s): {p.images_per_s:.0f} images/s"))
+
+
+def throughput_table(r) -> Table:  # type: ignore[no-untyped-def]
+    """Every point of the sweep, the best one marked."""
+    table = Table(title=f"throughput on {r.cores} cores ({r.frame} per image): best {r.best.images_per_s:.0f} "
+                        f"images/s at {r.setting}")
+    for col in ("batch", "streams", "runners x threads", "images/s", ""):
+        table.add_column(col, justify="right")
+    for p in r.points:
+        table.add_row(str(p.batch), str(p.streams), f"{p.instances} x {p.threads_each}", f"{p.images_per_s:.1f}",
+                      "best" if p == r.best else "")
+    return table
 
 
 def profile_table(p) -> Table:  # type: ignore[no-untyped-def]

@@ -49,6 +49,16 @@ class RuntimeSpec:
     # Placeholders: {file} {h} {w} {c} (classes) {input_name} {fill} (what goes in the input
     # buffer, from the manifest). Not compiled here unless the README says so.
     snippets: tuple[tuple[str, str], ...] = ()
+    # Its own way to run parallel streams for throughput (vitedge.bench.throughput):
+    # (streams, cores) -> (runners to open, threads each, runner options). None: one runner per
+    # stream with cores // streams threads each.
+    parallel: Any = None
+
+    def parallel_plan(self, streams: int, cores: int) -> tuple[int, int, dict[str, Any]]:
+        if self.parallel is not None:
+            plan: tuple[int, int, dict[str, Any]] = self.parallel(streams, cores)
+            return plan
+        return streams, max(1, cores // streams), {}
 
     def available(self) -> bool:
         try:
