@@ -80,3 +80,24 @@ def test_a_crashing_artifact_is_one_line(tmp_path):
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(VitedgeError, match=r"in its own process failed: .*model.onnx: ONNX Runtime cannot load it"):
         profile(Contestant("bad", Path(bad)), budget_s=0.1)
+
+
+def test_placement_names_what_runs_off_the_int8_kernels(tmp_path, capsys):
+    """ort-int8 on vit-tiny: its recipe keeps the attention's activation x activation products and
+    the classifier head float (vitedge.models.family); ONNX Runtime's profiler must show exactly
+    that, in report.json and in `vitedge bench`."""
+    from vitedge.cli.main import main
+
+    out = tmp_path / "q"
+    assert main(["export", "vit-tiny", "-t", "ort-int8", "--out", str(out), "--eval-n", "20",
+                 "--bench-budget", "0.2"]) == 0
+    p = json.loads((out / "report.json").read_text())["placement"]
+    # 24 Linears (qkv, proj, fc1, fc2 x 6 blocks: QLinearMatMul or QGemm) and the patch Conv
+    assert p["fast_path"] == "int8 kernels" and p["on_fast_path"] == 25 and p["on"].get("QLinearConv") == 1
+    assert p["on_fast_path"] + p["off_fast_path"] == p["ops"]
+    assert p["off"].get("Gemm") == 1  # the head
+    assert p["off"].get("FusedMatMul", 0) + p["off"].get("MatMul", 0) == 12  # q @ k and attn @ v, 6 blocks
+    assert "Op placement (onnxruntime's own tools)" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["bench", str(out), "--budget", "0.2", "--no-profile"]) == 0
+    assert "ops on int8 kernels; off it: " in capsys.readouterr().out

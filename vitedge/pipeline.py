@@ -246,6 +246,15 @@ def run_stage(reference: Runner, runner: Runner, inputs: ParityInputs, tolerance
                    images_n=len(inputs.sets["images"]) if "images" in inputs.sets else None), art_out
 
 
+def placement_stage(runner: Runner) -> dict[str, Any] | None:
+    """Where the artifact's ops run (Runner.placement). A profiler failing costs the report this
+    section, never the export: the error is recorded in its place."""
+    try:
+        return runner.placement()
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
+
+
 def time_stage(runners: dict[str, Runner], cfg: BenchConfig, input_shape: tuple[int, ...]) -> dict[str, LatencyStats]:
     """p50/p90/... of each runner on one random batch (the static batch if the model has one),
     interleaved in this process."""
@@ -337,6 +346,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
                 latency = time_stage({"artifact": runner, "reference": reference}, request.bench, shape)
             batch = timing_batch({"artifact": runner}, request.bench)
             runner_info, reference_info = runner.info(), reference.info()
+            placement = placement_stage(runner)
             batch_dim = static_batch(runner)
         device_profile = None
         if request.bench.isolated:  # after closing this process's runners: they would compete
@@ -353,7 +363,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
             latency_measured=("artifact and reference each in its own process, one at a time"
                               if request.bench.isolated else "interleaved in one process"),
-            judged_on=inputs.description, device_profile=device_profile,
+            judged_on=inputs.description, device_profile=device_profile, placement=placement,
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)

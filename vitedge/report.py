@@ -41,6 +41,8 @@ class ExportReport:
     # memory, load and first inference of the artifact in its own process (vitedge.bench.profile;
     # measured with the isolated timing, None without it)
     device_profile: dict[str, Any] | None = None
+    # where the artifact's ops run, from its runtime's own tools (Runner.placement); None: no tool
+    placement: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -76,6 +78,7 @@ class ExportReport:
             "speedup_vs_reference": self.speedup,
             "latency_measured": self.latency_measured,
             "device_profile": self.device_profile,
+            "placement": self.placement,
             "runner": self.runner_info,
             "reference_runner": self.reference_info,
             "export": self.export_info,

@@ -160,6 +160,12 @@ def render_markdown(d: dict[str, Any]) -> str:
     for name, s in (("artifact (" + d["runtime"] + ")", art), ("PyTorch eager (reference)", ref)):
         lines.append(f"| {name} | {s['min']:.3f} | {s['p50']:.3f} | {s['p90']:.3f} | {s['p99']:.3f} | "
                      f"{s['max']:.3f} | {s['mean']:.3f} | {s['throughput']:.1f} |")
+    if d.get("placement") and "error" not in d["placement"]:
+        from vitedge.runtimes.base import placement_line
+
+        pl = d["placement"]
+        extra = "".join(f"; {k} {pl[k]}" for k in ("partitions", "reorders") if pl.get(k) is not None)
+        lines += ["", f"Op placement ({d['runtime']}'s own tools): {placement_line(pl)}{extra}."]
     if d.get("device_profile"):
         from vitedge.bench.profile import summary
 

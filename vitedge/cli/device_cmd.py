@@ -56,12 +56,13 @@ def bench_command(
     sizes = _batches(batch)
     if threads is not None and threads < 1:
         raise UsageError("--threads must be >= 1")
-    results, info = _latency(artifact, sizes, threads, warmup, budget)
+    results, info, placement = _latency(artifact, sizes, threads, warmup, budget)
     device = _profile(artifact, threads, sizes[0], budget) if profile else None
     best = _throughput(artifact, threads) if throughput else None
     if as_json:
         typer.echo(json.dumps({"artifact": str(artifact), "runner": info, "system": system_info(),
-                               "results": results, "profile": device.to_dict() if device else None,
+                               "results": results, "placement": placement,
+                               "profile": device.to_dict() if device else None,
                                "throughput": best.to_dict() if best else None}, indent=2, default=str))
         return
     table = Table(title=f"{artifact} on {info.get('runtime')} {info.get('version', '')}, "
@@ -72,6 +73,10 @@ def bench_command(
         table.add_row(str(r["batch"]), str(r["runs"]), f"{r['min']:.3f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}",
                       f"{r['p99']:.3f}", f"{r['max']:.3f}", f"{r['throughput']:.1f}")
     console.print(table)
+    if placement:
+        from vitedge.runtimes.base import placement_line
+
+        console.print(f"op placement: {placement_line(placement)}")
     if device:
         console.print(profile_table(device))
     if best:
@@ -81,7 +86,7 @@ def bench_command(
 
 
 def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int, budget: float,
-             ) -> tuple[list[dict], dict]:
+             ) -> tuple[list[dict], dict, dict | None]:
     import numpy as np
 
     from vitedge.bench.latency import time_calls_with_progress
@@ -105,7 +110,8 @@ def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int,
                                              warmup=warmup, budget_s=budget)["a"]
             results.append(stats.to_dict())
         info = runner.info()
-    return results, info
+        placement = runner.placement()
+    return results, info, placement
 
 
 def _profile(artifact: Path, threads: int | None, batch: int, budget: float):  # type: ignore[no-untyped-def]

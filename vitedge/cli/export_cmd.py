@@ -114,6 +114,12 @@ def print_report(report) -> None:  # type: ignore[no-untyped-def]
         table.add_row("memory / start-up (own process)", summary(d["device_profile"]), "")
     console.print(table)
     console.print(f"judged on: {escape(d['judged_on'])}")
+    placement = d.get("placement") or {}
+    if placement.get("off_fast_path") and "delegate" in placement.get("fast_path", ""):
+        from vitedge.runtimes.base import placement_line
+
+        console.print(f"[yellow]warning: {escape(placement_line(placement))}[/] (each op off the delegate runs on "
+                      "the runtime's reference kernels and splits the graph)")
     if report.artifact.predicted_by:
         console.print(f"[yellow]parity predicted on CPU by {report.artifact.predicted_by}; "
                       "the target runtime was not run here[/]")

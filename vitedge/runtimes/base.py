@@ -75,6 +75,11 @@ class Runner(ABC):
         """Runtime, version, device, threads and every option that affects numerics or speed."""
         return {"runtime": self.runtime}
 
+    def placement(self) -> dict[str, Any] | None:
+        """Where the artifact's ops run, from the runtime's own tools: see `placement_report`.
+        None where the runtime has no such tool (or it is not wired yet)."""
+        return None
+
     def max_batch(self) -> int | None:
         """Largest batch one call accepts (None: no limit beyond memory)."""
         first = self.inputs()[0].shape[0]
@@ -127,3 +132,19 @@ class Runner(ABC):
 
     @abstractmethod
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def placement_report(fast_path: str, on: dict[str, int], off: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """What `Runner.placement` returns: how many of the artifact's ops (compute ops, for int8
+    kernels; every op, for a delegate) run on `fast_path` and which do not, by op type."""
+    n_on, n_off = sum(on.values()), sum(off.values())
+    return {"fast_path": fast_path, "ops": n_on + n_off, "on_fast_path": n_on, "off_fast_path": n_off,
+            "on": dict(sorted(on.items())), "off": dict(sorted(off.items(), key=lambda kv: -kv[1])), **extra}
+
+
+def placement_line(p: dict[str, Any]) -> str:
+    """One line for reports and `vitedge bench`: the count, and every op type off the fast path."""
+    head = f"{p['on_fast_path']} of {p['ops']} ops on {p['fast_path']}"
+    if not p["off_fast_path"]:
+        return head
+    return head + "; off it: " + ", ".join(f"{k} x{v}" for k, v in p["off"].items())

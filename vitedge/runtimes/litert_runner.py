@@ -177,6 +177,17 @@ class LiteRTRunner(Runner):
         # vitedge feeds float32 even to full-int8 models (quantised here, see module doc).
         return [TensorSpec(INPUT_NAME, "float32", shape)]
 
+    def placement(self) -> dict[str, Any] | None:
+        """Which ops the XNNPACK delegate takes (op_coverage); with --litert-delegate none there is
+        no fast path to fall off."""
+        from vitedge.runtimes.base import placement_report
+
+        if self.delegate == "none":
+            return None
+        cov = op_coverage(self.path, threads=self.threads)
+        return placement_report("the XNNPACK delegate", cov["delegated"], cov["not_delegated"],
+                                partitions=cov["xnnpack_partitions"])
+
     def _output_name(self, i: int) -> str:
         return OUTPUT_NAME if i == 0 else str(self._out[i]["name"])
 

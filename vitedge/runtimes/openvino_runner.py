@@ -9,6 +9,7 @@ thread-safe, so each calling thread gets its own request on the shared compiled 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from vitedge.runtimes import sigstack
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
 from vitedge.runtimes.registry import RuntimeSpec
 
-
 # One compiled model, one infer request per calling thread (see OpenVinoRunner): thread-safe.
+COMPUTE_LAYERS = frozenset({"FullyConnected", "Convolution", "MatMul", "GroupConvolution", "Deconvolution"})
+
+
 def _parallel(streams: int, cores: int) -> tuple[int, int, dict[str, Any]]:
     """OpenVINO's own throughput mechanism: one compiled model, the THROUGHPUT hint with NUM_STREAMS
     streams (the CPU plugin pins each to its share of the cores), one infer request per thread."""
@@ -131,6 +134,26 @@ class OpenVinoRunner(Runner):
                 except Exception:  # not every property exists on every device/version
                     pass
         return out
+
+    def placement(self) -> dict[str, Any] | None:
+        """The compiled model's own layers (its runtime model): compute layers (FullyConnected,
+        Convolution, MatMul) by the precision the CPU plugin runs them in, and the layout
+        conversions (Reorder) it had to insert. An IR without int8 layers has no int8 path."""
+        from vitedge.runtimes.base import placement_report
+
+        layers: Counter[tuple[str, str]] = Counter()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            kind = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+            precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
+            layers[(kind, precision)] += 1
+        compute = {(k, p): n for (k, p), n in layers.items() if k in COMPUTE_LAYERS}
+        reorders = sum(n for (k, _), n in layers.items() if k == "Reorder")
+        int8 = {f"{k} {p}": n for (k, p), n in compute.items() if p in ("i8", "u8")}
+        other = {f"{k} {p}": n for (k, p), n in compute.items() if p not in ("i8", "u8")}
+        if not int8:
+            return placement_report("float kernels (no int8 layers in this IR)", other, {}, reorders=reorders)
+        return placement_report("int8 kernels", int8, other, reorders=reorders)
 
     def _request(self) -> Any:
         req = getattr(self._local, "request", None)

@@ -8,6 +8,7 @@ serves every thread.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ def _ort() -> Any:
     except ImportError:
         raise RUNTIME.missing_error() from None
     return onnxruntime
+
+
+# Compute kernels by the arithmetic they run (ONNX Runtime's CPU provider and its contrib ops).
+INT8_KERNELS = frozenset({"QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger", "QGemm",
+                          "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QAttention"})
+FLOAT_KERNELS = frozenset({"MatMul", "Gemm", "Conv", "FusedConv", "FusedMatMul", "FusedGemm", "NhwcFusedConv",
+                           "Attention", "MultiHeadAttention", "ConvTranspose"})
 
 
 class OrtRunner(Runner):
@@ -108,3 +116,38 @@ class OrtRunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self.session.run(self._output_names, feed), strict=True))
+
+    def placement(self) -> dict[str, Any] | None:
+        """The kernels ONNX Runtime ran, from its own profiler (one run of a second, profiling
+        session with this one's settings): matrix products and convolutions on int8 kernels
+        (QLinearMatMul, QLinearConv, MatMulInteger, ...) or on float ones. A float artifact has
+        no int8 path: every compute op counts as on its (float) fast path."""
+        import json
+        import tempfile
+
+        from vitedge.runtimes.base import placement_report
+
+        ort = _ort()
+        with tempfile.TemporaryDirectory(prefix="vitedge-ort-profile-") as tmp:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.log_severity_level = 3
+            opts.graph_optimization_level = self.session.get_session_options().graph_optimization_level
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / "run")
+            for k, v in self.session_config.items():
+                opts.add_session_config_entry(k, v)
+            session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
+            spec = self.inputs()[0]
+            shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+            if spec.dtype == "uint8":  # pixels: a small frame is enough to list the kernels
+                shape = [shape[0], 32, 32, 3]
+            session.run(None, {spec.name: np.zeros(shape, spec.dtype)})
+            events = json.loads(Path(session.end_profiling()).read_text())
+        ops = Counter(e["args"]["op_name"] for e in events
+                      if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))
+        int8 = {k: v for k, v in ops.items() if k in INT8_KERNELS}
+        floats = {k: v for k, v in ops.items() if k in FLOAT_KERNELS}
+        if not int8:
+            return placement_report("float kernels (a float artifact)", floats, {})
+        return placement_report("int8 kernels", int8, floats)
