@@ -346,7 +346,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
                 latency = time_stage({"artifact": runner, "reference": reference}, request.bench, shape)
             batch = timing_batch({"artifact": runner}, request.bench)
             runner_info, reference_info = runner.info(), reference.info()
-            placement = placement_stage(runner)
+            placement = None if artifact.predicted_by else placement_stage(runner)  # not a stand-in's
             batch_dim = static_batch(runner)
         device_profile = None
         if request.bench.isolated:  # after closing this process's runners: they would compete
