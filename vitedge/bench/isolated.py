@@ -159,6 +159,7 @@ def _worker(conn: Any, contestant: Contestant, threads: int | None) -> None:
 def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
     from vitedge.bench.profile import Phases, import_runtime
     from vitedge.quiet import quiet
+    from vitedge.runtimes.open import seeded_input
 
     runner = None
     # The device profile (vitedge.bench.profile) of this fresh process, phase by phase, for free
@@ -195,7 +196,7 @@ def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
             if msg[0] == "close":
                 break
             if msg[0] == "input":
-                x = msg[1] if msg[1] is not None else own_input(runner, msg[3])
+                x = msg[1] if msg[1] is not None else seeded_input(runner, msg[3])
                 feed = {runner.inputs()[0].name: _feed_for(runner, x)}
                 for _ in range(msg[2]):
                     infer(feed)
@@ -231,13 +232,6 @@ def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
         if runner is not None:
             runner.deactivate()
         conn.close()
-
-
-def own_input(runner: Any, batch: int) -> np.ndarray:
-    """A seeded input of the runner's own spec (dynamic dimensions 1), when the caller gives none."""
-    spec = runner.inputs()[0]
-    shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
-    return np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
 
 
 def _feed_for(runner: Any, x: np.ndarray) -> np.ndarray:

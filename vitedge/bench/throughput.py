@@ -69,13 +69,9 @@ def stream_counts(cores: int) -> list[int]:
 
 
 def _feed(runner: Runner, batch: int) -> dict[str, np.ndarray]:
-    from vitedge.runtimes.open import pixel_frames, takes_pixels
+    from vitedge.runtimes.open import seeded_input
 
-    spec = runner.inputs()[0]
-    if takes_pixels(runner):
-        return {spec.name: pixel_frames(runner, batch)}
-    shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
-    return {spec.name: np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)}
+    return {runner.inputs()[0].name: seeded_input(runner, batch)}
 
 
 def _point(open_runner: Any, runtime: Any, batch: int, streams: int, cores: int, measure_s: float) -> ThroughputPoint:

@@ -87,10 +87,9 @@ def bench_command(
 
 def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int, budget: float,
              ) -> tuple[list[dict], dict, dict | None]:
-    import numpy as np
 
     from vitedge.bench.latency import time_calls_with_progress
-    from vitedge.runtimes.open import open_runner, pixel_frames, takes_pixels
+    from vitedge.runtimes.open import open_runner, seeded_input
 
     runner = open_runner(artifact, threads)
     results = []
@@ -100,12 +99,8 @@ def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int,
         for b in sizes:
             if fixed is not None and b != fixed:
                 raise UsageError(f"{artifact}: the model has a fixed batch of {fixed}; use --batch {fixed}")
-            if takes_pixels(runner):  # preprocesses inside: timed on camera-sized frames (the resize included)
-                x = pixel_frames(runner, b)
-            else:
-                shape = [b] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
-                x = np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
-            feed = {spec.name: x}
+            # a pixel artifact is timed on camera-sized frames (the resize inside included)
+            feed = {spec.name: seeded_input(runner, b)}
             stats = time_calls_with_progress({"a": lambda f=feed: runner.infer(f)}, b, f"timing batch {b}",
                                              warmup=warmup, budget_s=budget)["a"]
             results.append(stats.to_dict())

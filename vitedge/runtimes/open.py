@@ -114,3 +114,13 @@ def run_pixels(runner: Runner, images: list[np.ndarray], batch: int = 32) -> dic
             parts.setdefault(k, []).append(v)
         i = j
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def seeded_input(runner: Runner, batch: int) -> np.ndarray:
+    """A seeded input of the runner's own spec for timing and profiling: pixel frames for a pixel
+    artifact (pixel_frames), else standard-normal values with dynamic dimensions 1."""
+    if takes_pixels(runner):
+        return pixel_frames(runner, batch)
+    spec = runner.inputs()[0]
+    shape = [batch] + [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+    return np.random.default_rng(0).standard_normal(shape).astype(spec.dtype)
