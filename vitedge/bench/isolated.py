@@ -157,7 +157,7 @@ def _worker(conn: Any, contestant: Contestant, threads: int | None) -> None:
 
 
 def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
-    from vitedge.bench.profile import Phases, import_runtime
+    from vitedge.bench.memory import Phases, import_runtime
     from vitedge.quiet import quiet
     from vitedge.runtimes.open import seeded_input
 

@@ -19,14 +19,11 @@ None and the times are still measured.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from vitedge.bench.latency import LatencyStats
 
-MB = 1024.0 * 1024.0
 STEADY_WARMUP = 5  # untimed runs before the steady state is timed
 STEADY_BUDGET_S = 2.0  # seconds of timed steady-state runs
 
@@ -58,78 +55,6 @@ class DeviceProfile:
         d["steady"] = self.steady.to_dict()
         d["peak_mb"] = self.peak_mb
         return d
-
-
-def _status_mb() -> tuple[float, float] | None:
-    """(VmRSS, VmHWM) of this process in MB, or None without /proc."""
-    try:
-        fields = {}
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    fields[key] = int(value.split()[0]) * 1024 / MB
-        return fields["VmRSS"], fields["VmHWM"]
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _reset_peak() -> bool:
-    """Reset the high-water mark to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class Phases:
-    """Peak and resident memory of this process above its baseline (the RSS at construction)."""
-
-    def __init__(self) -> None:
-        status = _status_mb()
-        self.baseline = status[0] if status else None
-        self.resettable = _reset_peak()
-
-    @property
-    def baseline_mb(self) -> float | None:
-        return None if self.baseline is None else round(self.baseline, 1)
-
-    def start(self) -> None:
-        """A new phase: the high-water mark back to the current RSS."""
-        if self.resettable:
-            _reset_peak()
-
-    def peak(self) -> float | None:
-        status = _status_mb()
-        if status is None or self.baseline is None or not self.resettable:
-            return None
-        return round(status[1] - self.baseline, 1)
-
-    def rss(self) -> float | None:
-        status = _status_mb()
-        return None if status is None or self.baseline is None else round(status[0] - self.baseline, 1)
-
-
-def import_runtime(contestant: Any) -> None:
-    """Import the runtime a contestant opens with (nothing for a factory or torch contestant,
-    which import theirs when opened), so that its cost is a phase of its own."""
-    from vitedge.runtimes.registry import get_runtime, runtime_for_file
-
-    if contestant.factory or contestant.torch:
-        return
-    path = Path(contestant.path)
-    if contestant.runtime:
-        spec = get_runtime(contestant.runtime)
-    elif path.is_dir():
-        from vitedge.bundle.manifest import read_manifest
-
-        spec = get_runtime(read_manifest(path).runtime)
-    else:
-        spec = runtime_for_file(path)
-    importlib.import_module(spec.module)
-    spec.runner_class()
 
 
 def from_fields(fields: dict[str, Any], steady: LatencyStats) -> DeviceProfile:
