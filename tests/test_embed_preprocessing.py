@@ -255,11 +255,32 @@ def test_cpp_app_prints_what_vitedge_load_computes(cpp_app, ov_bundle, photo_dir
 
 
 @pytest.mark.slow
-def test_cpp_app_refuses_what_it_cannot_run(cpp_app, ov_bundle, tmp_path):
+def test_cpp_app_preprocesses_a_plain_bundle_from_its_manifest(cpp_app, photo_dir, tmp_path):
+    """A bundle without embedded preprocessing: the app builds the same steps from the manifest's
+    numbers with OpenVINO's PrePostProcessor; vitedge.load() preprocesses in Python (Pillow). They
+    agree as a pixel artifact's gate asks (vitedge.verify.tolerances.PIXELS)."""
+    from vitedge.verify.tolerances import PIXELS
+
     plain = tmp_path / "plain"
     assert main(["export", "vit-tiny", "-t", "ov-fp32", "--out", str(plain), "--eval-n", "50",
                  "--bench-budget", "0.2"]) == 0
-    for args, msg in (([str(plain), str(ov_bundle / "README.md")], "--embed-preprocessing"),
+    run = subprocess.run([str(cpp_app), str(plain), str(photo_dir), "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    want = _python_logits(plain, [Path(r["file"]) for r in rows]).astype(np.float64)
+    got = np.array([r["logits"] for r in rows], np.float64)
+    cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cosine.min() >= PIXELS.cosine_min, cosine  # measured: >= 0.99999
+    assert [r["top1"] for r in rows] == want.argmax(1).tolist()
+
+
+@pytest.mark.slow
+def test_cpp_app_refuses_what_it_cannot_run(cpp_app, ov_bundle, tmp_path):
+    other = tmp_path / "onnx"
+    assert main(["export", "vit-tiny", "-t", "onnx-fp32", "--out", str(other), "--eval-n", "20",
+                 "--bench-budget", "0.2"]) == 0
+    for args, msg in (([str(other), str(ov_bundle / "README.md")], "runs OpenVINO bundles"),
                       ([str(ov_bundle), str(tmp_path / "missing.jpg")], "no such file"),
                       ([str(ov_bundle), str(ov_bundle / "manifest.json")], "not a JPEG or PNG"),
                       ([str(tmp_path)], "usage")):

@@ -2,11 +2,15 @@
 //
 //   vitedge_classify BUNDLE_DIR IMAGE_OR_DIR... [--top K] [--threads N] [--json]
 //
-// Reads the bundle's manifest.json (artifact file, input spec, class names, the runtime options
-// the parity gate ran with), decodes JPEG/PNG files with the distribution's libjpeg and libpng,
-// runs the IR and prints the top-K classes per image. The bundle must carry its preprocessing
-// (`vitedge export ... --embed-preprocessing`): the app hands the decoded RGB pixels over at
-// their own size and the IR resizes, crops and normalises inside, exactly as it was judged.
+// Reads the bundle's manifest.json (artifact file, input spec, class names, preprocessing, the
+// runtime options the parity gate ran with), decodes JPEG/PNG files with the distribution's
+// libjpeg and libpng, runs the IR and prints the top-K classes per image. The decoded RGB pixels
+// go to the model at their own size either way:
+// - a bundle exported with --embed-preprocessing resizes, crops and normalises inside, exactly
+//   as it was judged;
+// - any other OpenVINO bundle gets the same steps here, built from the manifest's preprocessing
+//   numbers with OpenVINO's PrePostProcessor (the ops vitedge embeds: Pillow-exact resize,
+//   centre crop, mean/std), so the app never re-implements them by hand.
 // --json prints one object per image with every logit (what the project's test compares with
 // vitedge.load()). Exit codes: 0 ok, 2 bad usage/input, 3 a runtime error.
 // Not done here, which vitedge.load() does: EXIF orientation (libjpeg does not read it: rotate
@@ -28,6 +32,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <openvino/core/preprocess/pre_post_process.hpp>
+#include <openvino/op/ops.hpp>
 #include <openvino/openvino.hpp>
 #include <stdexcept>
 #include <string>
@@ -155,10 +161,21 @@ std::vector<fs::path> image_files(const std::vector<std::string>& args) {
 
 // -- the bundle -----------------------------------------------------------------------------
 
+// The model card's preprocessing (vitedge.calib.preprocess.PreprocessSpec, as in the manifest).
+struct Preprocess {
+    int64_t height = 224, width = 224;
+    std::vector<float> mean{0.485f, 0.456f, 0.406f}, std{0.229f, 0.224f, 0.225f};
+    std::string interpolation = "bicubic", crop_rounding = "round", channel_order = "RGB";
+    double crop_pct = 1.0, rescale = 1.0 / 255.0;
+    std::vector<int64_t> resize_to;  // empty: timm's rule; {S}: shorter side; {H, W}: exactly
+};
+
 struct Bundle {
     fs::path model;
     std::vector<std::string> classes;
     std::string inference_precision;  // the runner option the parity gate ran with ("" if none)
+    bool embedded = false;  // the IR takes pixels and preprocesses inside
+    Preprocess pre;
 };
 
 Bundle read_bundle(const fs::path& dir) {
@@ -174,18 +191,112 @@ Bundle read_bundle(const fs::path& dir) {
     if (runtime != "openvino")
         throw UsageError(dir.string() + ": a " + runtime + " bundle; this app runs OpenVINO bundles "
                          "(export with --target ov-fp32, ov-fp16 or ov-int8)");
-    const json& input = m.at("input");
-    if (!input.contains("embedded_preprocessing") || input["embedded_preprocessing"].value("size", "") != "any")
-        throw UsageError(dir.string() + ": the bundle does not carry its preprocessing; re-export it with "
-                         "--embed-preprocessing (this app does no resizing or normalising itself)");
     if (!m.value("parity", json::object()).value("passed", false))
         throw UsageError(dir.string() + ": this artifact failed its parity gate at export (see report.md)");
     Bundle b;
+    const json& input = m.at("input");
+    b.embedded = input.contains("embedded_preprocessing");
+    if (b.embedded && input["embedded_preprocessing"].value("size", "") != "any")
+        throw UsageError(dir.string() + ": the artifact takes a fixed-size frame; this app feeds any size");
+    const json& pre = m.at("card").at("preprocess");
+    b.pre.height = pre.at("input_size").at(0).get<int64_t>();
+    b.pre.width = pre.at("input_size").at(1).get<int64_t>();
+    b.pre.mean = pre.value("mean", b.pre.mean);
+    b.pre.std = pre.value("std", b.pre.std);
+    b.pre.interpolation = pre.value("interpolation", b.pre.interpolation);
+    b.pre.crop_pct = pre.value("crop_pct", b.pre.crop_pct);
+    b.pre.crop_rounding = pre.value("crop_rounding", b.pre.crop_rounding);
+    b.pre.channel_order = pre.value("channel_order", b.pre.channel_order);
+    b.pre.rescale = pre.value("rescale", b.pre.rescale);
+    if (pre.contains("resize_to") && !pre["resize_to"].is_null())
+        b.pre.resize_to = pre["resize_to"].get<std::vector<int64_t>>();
+    if (!b.embedded && b.pre.interpolation != "bilinear" && b.pre.interpolation != "bicubic" &&
+        b.pre.interpolation != "nearest")
+        throw UsageError(dir.string() + ": its preprocessing resizes with " + b.pre.interpolation +
+                         ", which OpenVINO's ops do not reproduce");
     b.model = dir / m.at("artifact").at("file").get<std::string>();
     b.classes = m.at("card").at("classes").get<std::vector<std::string>>();
     const json& opts = m.at("artifact").value("runner_options", json::object());
     b.inference_precision = opts.value("inference_precision", "");
     return b;
+}
+
+// -- preprocessing for a bundle that does not carry it ---------------------------------------------
+
+std::shared_ptr<ov::Node> i64(const std::vector<int64_t>& v) {
+    return ov::op::v0::Constant::create(ov::element::i64, {v.size()}, v);
+}
+
+std::shared_ptr<ov::Node> i64_scalar(int64_t v) { return ov::op::v0::Constant::create(ov::element::i64, {}, {v}); }
+
+// f32 NCHW pixels of any size -> the model input: the steps of vitedge.targets.openvino._pixel_steps
+// (resize as vitedge.calib.preprocess.resize_rule, Pillow's filter, centre crop, mean/std).
+ov::Output<ov::Node> pixel_steps(const ov::Output<ov::Node>& node, const Preprocess& p) {
+    using namespace ov::op;
+    int64_t sh, sw;
+    if (p.resize_to.empty()) {
+        sh = static_cast<int64_t>(std::floor(p.height / p.crop_pct));
+        sw = static_cast<int64_t>(std::floor(p.width / p.crop_pct));
+    } else if (p.resize_to.size() == 1) {
+        sh = sw = p.resize_to[0];
+    } else {
+        sh = p.resize_to[0];
+        sw = p.resize_to[1];
+    }
+    const bool shorter = sh == sw && p.resize_to.size() != 2;
+    std::shared_ptr<ov::Node> new_hw;
+    if (shorter) {  // integer arithmetic: floor(S * side / short), torchvision's sizes
+        auto hw = std::make_shared<v8::Gather>(std::make_shared<v3::ShapeOf>(node, ov::element::i64), i64({2, 3}),
+                                               i64_scalar(0));
+        auto shortest = std::make_shared<v1::ReduceMin>(hw, i64_scalar(0), false);
+        new_hw = std::make_shared<v1::Divide>(std::make_shared<v1::Multiply>(hw, i64_scalar(sh)), shortest);
+    } else {
+        new_hw = i64({sh, sw});
+    }
+    using Base = ov::op::util::InterpolateBase;
+    Base::InterpolateAttrs attrs;
+    attrs.mode = p.interpolation == "bicubic"    ? Base::InterpolateMode::BICUBIC_PILLOW
+                 : p.interpolation == "bilinear" ? Base::InterpolateMode::BILINEAR_PILLOW
+                                                 : Base::InterpolateMode::NEAREST;
+    attrs.shape_calculation_mode = Base::ShapeCalcMode::SIZES;
+    attrs.coordinate_transformation_mode = Base::CoordinateTransformMode::HALF_PIXEL;
+    attrs.antialias = true;
+    attrs.cube_coeff = -0.5;
+    auto resized = std::make_shared<v11::Interpolate>(node, new_hw, i64({2, 3}), attrs);
+    auto margin = std::make_shared<v1::Subtract>(new_hw, i64({p.height, p.width}));
+    std::shared_ptr<ov::Node> start;
+    if (p.crop_rounding == "floor") {
+        start = std::make_shared<v1::Divide>(margin, i64_scalar(2));
+    } else {  // Python's round(): half to even
+        auto half = std::make_shared<v1::Divide>(std::make_shared<v0::Convert>(margin, ov::element::f32),
+                                                 v0::Constant::create(ov::element::f32, {}, {2.0f}));
+        start = std::make_shared<v0::Convert>(std::make_shared<v5::Round>(half, v5::Round::RoundMode::HALF_TO_EVEN),
+                                              ov::element::i64);
+    }
+    auto stop = std::make_shared<v1::Add>(start, i64({p.height, p.width}));
+    auto cropped = std::make_shared<v8::Slice>(resized, start, stop, i64({1, 1}), i64({2, 3}));
+    auto px = std::make_shared<v5::Round>(std::make_shared<v0::Clamp>(cropped, 0.0, 255.0),
+                                          v5::Round::RoundMode::HALF_TO_EVEN);
+    std::vector<float> mean(3), stdv(3);
+    for (int c = 0; c < 3; ++c) {
+        mean[c] = p.mean[c] / static_cast<float>(p.rescale);
+        stdv[c] = p.std[c] / static_cast<float>(p.rescale);
+    }
+    std::shared_ptr<ov::Node> x = std::make_shared<v1::Divide>(
+        std::make_shared<v1::Subtract>(px, v0::Constant::create(ov::element::f32, {1, 3, 1, 1}, mean)),
+        v0::Constant::create(ov::element::f32, {1, 3, 1, 1}, stdv));
+    if (p.channel_order == "BGR") x = std::make_shared<v8::Gather>(x, i64({2, 1, 0}), i64_scalar(1));
+    return x->output(0);
+}
+
+std::shared_ptr<ov::Model> with_preprocessing(std::shared_ptr<ov::Model> model, const Preprocess& p) {
+    model->reshape({{model->input().get_any_name(), ov::PartialShape{-1, 3, p.height, p.width}}});
+    ov::preprocess::PrePostProcessor ppp(model);
+    ppp.input().tensor().set_element_type(ov::element::u8).set_layout("NHWC").set_spatial_dynamic_shape();
+    ppp.input().model().set_layout("NCHW");
+    ppp.input().preprocess().convert_element_type(ov::element::f32).convert_layout("NCHW").custom(
+        [&p](const ov::Output<ov::Node>& node) { return pixel_steps(node, p); });
+    return ppp.build();
 }
 
 ov::element::Type precision_of(const std::string& name) {
@@ -233,7 +344,9 @@ int main(int argc, char** argv) {
         if (!bundle.inference_precision.empty())
             config.emplace(ov::hint::inference_precision(precision_of(bundle.inference_precision)));
         if (threads > 0) config.emplace(ov::inference_num_threads(threads));
-        ov::CompiledModel compiled = core.compile_model(core.read_model(bundle.model.string()), "CPU", config);
+        std::shared_ptr<ov::Model> model = core.read_model(bundle.model.string());
+        if (!bundle.embedded) model = with_preprocessing(model, bundle.pre);
+        ov::CompiledModel compiled = core.compile_model(model, "CPU", config);
         ov::InferRequest request = compiled.create_infer_request();
 
         for (const auto& path : images) {

@@ -76,7 +76,7 @@ def render_readme(data: dict[str, Any]) -> str:
                   "`examples/cpp` in the vitedge repository builds against the C++ runtime in the `openvino` wheel "
                   "(CMake) and prints the top-5 for image files: `vitedge_classify THIS_BUNDLE photo.jpg`. "
                   + ("With the preprocessing inside, it only decodes." if embedded and embedded.get("size") == "any"
-                     else "It needs a bundle exported with --embed-preprocessing (it does no resizing itself).")]
+                     else "It builds the preprocessing above from the manifest with OpenVINO's PrePostProcessor.")]
     fill = _fill(inp, spec)
     # the runtime's snippets, and a kit's own (its runtime here is a stand-in: Core ML's Swift)
     for language, code in [*runtime.snippets, *(data.get("details") or {}).get("app_snippets", [])]:
