@@ -218,6 +218,23 @@ def test_auto_explains_when_int8_does_not_pay():
     assert chosen == "onnx-fp32" and "INT8 does not pay" in text and "1.20x slower" in text
 
 
+def test_device_budgets_rule_out_by_the_measured_numbers(capsys):
+    from vitedge.auto import over_budget
+    from vitedge.bench.profile import DeviceProfile
+
+    def prof(peak: float, load: float) -> DeviceProfile:
+        return DeviceProfile(30.0, 5.0, peak, peak, peak, peak, 10.0, load, load / 2, 1.0, _stats(1.0), "1x3x64x64 float32")
+
+    profiles = {"ov-int8": prof(140, 300), "ort-int8": prof(45, 40), "onnx-fp32": prof(60, 45)}
+    assert over_budget(profiles, None, None) == {}
+    assert over_budget(profiles, 100, None) == {"ov-int8": "over budget: peak 140 MB > --max-memory-mb 100"}
+    assert set(over_budget(profiles, 50, 42)) == {"ov-int8", "onnx-fp32"}
+    assert "load 300 ms > --max-load-ms 42" in over_budget(profiles, None, 42)["ov-int8"]
+    # a budget is auto's: for one target it is a usage error before anything is loaded
+    assert main(["export", "vit-tiny", "-t", "ort-int8", "--max-memory-mb", "50"]) == 2
+    assert "--max-memory-mb is a budget auto-*" in capsys.readouterr().err
+
+
 def test_auto_cpu_end_to_end(tmp_path, capsys, monkeypatch):
     # The mechanism (build, gate, side-by-side timing, the finalists re-timed on fewer threads)
     # on four candidates, one more than the finalists: the full candidate list is checked in
@@ -235,6 +252,9 @@ def test_auto_cpu_end_to_end(tmp_path, capsys, monkeypatch):
     chosen = [r for r in auto["candidates"] if r["status"] == "chosen"]
     assert len(chosen) == 1 and {r["target"] for r in auto["candidates"]} == {"onnx-fp32", "ort-int8", "ov-fp32", "ov-int8"}
     passing = [r for r in auto["candidates"] if r["status"] in ("chosen", "passed")]
+    # each candidate's device profile, from its own timing process (--max-memory-mb / --max-load-ms)
+    assert all(r["peak_mb"] > 0 and r["load_ms"] > 0 and r["first_ms"] > 0 for r in passing)
+    assert "peak MB | load ms" in (tmp_path / "b" / "auto.md").read_text()
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["target"] == chosen[0]["target"] and "auto.md" in manifest["files"]
     cores = default_threads()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vitedge.bench.latency import LatencyStats
-from vitedge.errors import ParityError, VitedgeError
+from vitedge.errors import ExportError, ParityError, VitedgeError
 from vitedge.fsutil import atomic_dir
 from vitedge.models.resolve import LoadedModel
 from vitedge.pipeline import ExportRequest, SharedWork, export_target
@@ -127,20 +127,29 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
             raise ParityError(f"{auto}: no candidate passed its parity gate: "
                               + "; ".join(f"{r['target']}: {r['status']}" for r in rows))
         bundles = {n: scratch / slots[n] for n in passing}
-        together = _time_together(passing, reports, bundles, request)
-        chosen = first = choose({n: together[n].p50 for n in passing})
+        together, profiles = _time_together(passing, reports, bundles, request)
+        over = over_budget(profiles, request.max_memory_mb, request.max_load_ms)
+        fits = [n for n in passing if n not in over]
+        if not fits:
+            raise ExportError(f"{auto}: no candidate that passed its gate fits the device budget: "
+                              + "; ".join(f"{n}: {why}" for n, why in over.items()))
+        chosen = first = choose({n: together[n].p50 for n in fits})
         threads = request.threads or default_threads()
-        by_threads = _time_threads(sorted(passing, key=lambda n: together[n].p50)[:THREAD_FINALISTS],
+        by_threads = _time_threads(sorted(fits, key=lambda n: together[n].p50)[:THREAD_FINALISTS],
                                    reports, bundles, request, threads)
         if by_threads:
             chosen, chosen_threads = choose(by_threads)
         else:
             chosen_threads = threads
         for n in passing:
-            rows.append(_row(n, reports[n], together[n], "chosen" if n == chosen else "passed",
-                             {t: p for (m, t), p in by_threads.items() if m == n}))
+            rows.append(_row(n, reports[n], together[n], "chosen" if n == chosen else over.get(n, "passed"),
+                             {t: p for (m, t), p in by_threads.items() if m == n}, profiles[n]))
         rows.sort(key=lambda r: (r.get("p50_ms") is None, r.get("p50_ms") or 0))
-        reason = explain_choice(first, passing, together, reports)
+        reason = explain_choice(first, fits, together, reports)
+        if over:
+            fastest = choose({n: together[n].p50 for n in passing})
+            reason += (f"; the device budget ruled out {len(over)} candidate(s)"
+                       + (f", among them the fastest, {fastest} ({over[fastest]})" if fastest in over else ""))
         if by_threads:
             reason += "; " + explain_threads(chosen, chosen_threads, threads, by_threads, first)
         if batch_note:
@@ -154,9 +163,10 @@ def export_auto(loaded: LoadedModel, request: ExportRequest, auto: str = "auto-c
 
 
 def _time_side_by_side(contestants: list[Any], input_size: tuple[int, int], request: ExportRequest,
-                       what: str) -> dict[str, LatencyStats]:
+                       what: str, profile: bool = False) -> Any:
     """Bundles timed side by side, each in its own process (they are complete in `scratch`), one
-    working at a time: in one process they slow each other down. Stats by contestant name."""
+    working at a time: in one process they slow each other down. Stats by contestant name (and,
+    with `profile`, the result with each one's device profile too)."""
     from vitedge.bench.isolated import time_isolated
     from vitedge.progress import make_progress
 
@@ -167,18 +177,37 @@ def _time_side_by_side(contestants: list[Any], input_size: tuple[int, int], requ
         res = time_isolated(contestants, {batch: x}, request.threads or default_threads(),
                             warmup=request.bench.warmup, min_runs=request.bench.min_runs,
                             budget_s=max(request.bench.budget_s, 1.5 * len(contestants)),
-                            on_round=lambda f: progress.update(task, completed=100 * f))
+                            on_round=lambda f: progress.update(task, completed=100 * f),
+                            profile=tuple(c.name for c in contestants) if profile else ())
         progress.update(task, completed=100)
-    return res[batch].stats
+    return res[batch] if profile else res[batch].stats
 
 
 def _time_together(names: list[str], reports: dict[str, ExportReport], bundles: dict[str, Path],
-                   request: ExportRequest) -> dict[str, LatencyStats]:
-    """Every passing candidate, on all the threads it was given."""
+                   request: ExportRequest) -> tuple[dict[str, LatencyStats], dict[str, Any]]:
+    """Every passing candidate, on all the threads it was given; with each one's device profile
+    (memory, load, first inference: vitedge.bench.profile) from the same processes."""
     from vitedge.bench.isolated import Contestant
+    from vitedge.bench.profile import from_fields
 
-    return _time_side_by_side([Contestant(n, bundles[n]) for n in names],
-                              reports[names[0]].card.preprocess.input_size, request, f"{len(names)} candidates")
+    res = _time_side_by_side([Contestant(n, bundles[n]) for n in names],
+                             reports[names[0]].card.preprocess.input_size, request, f"{len(names)} candidates",
+                             profile=True)
+    return res.stats, {n: from_fields(res.profiles[n], res.stats[n]) for n in names}
+
+
+def over_budget(profiles: dict[str, Any], max_memory_mb: float | None, max_load_ms: float | None) -> dict[str, str]:
+    """Candidates a device budget rules out -> why (the measured number against the budget)."""
+    out = {}
+    for n, p in profiles.items():
+        why = []
+        if max_memory_mb is not None and p.peak_mb is not None and p.peak_mb > max_memory_mb:
+            why.append(f"peak {p.peak_mb:.0f} MB > --max-memory-mb {max_memory_mb:g}")
+        if max_load_ms is not None and p.load_cold_ms > max_load_ms:
+            why.append(f"load {p.load_cold_ms:.0f} ms > --max-load-ms {max_load_ms:g}")
+        if why:
+            out[n] = "over budget: " + ", ".join(why)
+    return out
 
 
 def choose(p50_ms: dict[Any, Any]) -> Any:
@@ -234,7 +263,7 @@ def explain_threads(chosen: str, chosen_threads: int, threads: int, by_threads: 
 
 
 def _row(name: str, r: ExportReport, t: LatencyStats | None, status: str,
-         by_threads: dict[int, float] | None = None) -> dict[str, Any]:
+         by_threads: dict[int, float] | None = None, profile: Any = None) -> dict[str, Any]:
     d = r.to_dict()
     acc = d["accuracy"]
     row = {"target": r.target, "candidate": name, "options": r.options, "status": status, "precision": r.precision,
@@ -242,6 +271,8 @@ def _row(name: str, r: ExportReport, t: LatencyStats | None, status: str,
            "cosine_mean": d["parity"]["cosine_mean"], "top1_agreement": d["parity"]["top1_agreement"],
            "p50_ms": t.p50 if t else None, "p90_ms": t.p90 if t else None,
            "size_mb": r.artifact_bytes / 1e6}
+    if profile is not None:  # measured in its own process beside the timing (fields only added)
+        row.update(peak_mb=profile.peak_mb, load_ms=profile.load_cold_ms, first_ms=profile.first_ms)
     if by_threads:  # a finalist: re-timed on each thread count (p50 ms)
         row["p50_ms_by_threads"] = {str(k): v for k, v in sorted(by_threads.items(), reverse=True)}
     return row
@@ -284,13 +315,14 @@ def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str,
                                                  indent=2, default=str) + "\n")
     lines = [f"# {auto}: chose {rows and next(_label(r) for r in rows if r['status'] == 'chosen')}", "",
              reason, "", "| candidate | status | accuracy | delta pts | cosine mean | top-1 agr. | p50 ms | p90 ms | "
-             "p50 ms on N threads | MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "p50 ms on N threads | MB | peak MB | load ms | first ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         def f(v: Any, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)
         lines.append(f"| {_label(r)} | {r['status']} | {f(r.get('accuracy'), '.2%')} | {f(r.get('delta_pts'), '+.2f')} | "
                      f"{f(r.get('cosine_mean'), '.5f')} | {f(r.get('top1_agreement'), '.2%')} | {f(r.get('p50_ms'), '.3f')} | "
-                     f"{f(r.get('p90_ms'), '.3f')} | {by_threads_text(r)} | {f(r.get('size_mb'), '.2f')} |")
+                     f"{f(r.get('p90_ms'), '.3f')} | {by_threads_text(r)} | {f(r.get('size_mb'), '.2f')} | "
+                     f"{f(r.get('peak_mb'), '.0f')} | {f(r.get('load_ms'), '.0f')} | {f(r.get('first_ms'), '.1f')} |")
     (bundle / "auto.md").write_text("\n".join(lines) + "\n")
     manifest = json.loads((bundle / MANIFEST).read_text())
     manifest["selected_by"] = {"auto": auto, "reason": reason}

@@ -32,6 +32,8 @@ class ExportPlan:
     tolerance: dict[str, float | None] = field(default_factory=dict)
     export: ExportConfig = ExportConfig()
     embed_preprocessing: bool = False  # the artifact takes pixels (Target.embed)
+    max_memory_mb: float | None = None  # auto-*'s device budgets (ExportRequest)
+    max_load_ms: float | None = None
 
     @property
     def is_auto(self) -> bool:
@@ -45,18 +47,24 @@ class ExportPlan:
         """The request the pipeline runs (eval data, timing, calibration, ... in `fields`)."""
         return ExportRequest(target=self.target, out=out, export=self.export, options=self.options,
                              budget=self.budget, tolerance=self.tolerance,
-                             embed_preprocessing=self.embed_preprocessing, **fields)
+                             embed_preprocessing=self.embed_preprocessing, max_memory_mb=self.max_memory_mb,
+                             max_load_ms=self.max_load_ms, **fields)
 
 
 def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tuple[str, ...] | list[str] = (),
                 max_drop: float | None = None, min_cosine: float | None = None,
                 tolerance: dict[str, float | None] | None = None, export: ExportConfig | None = None,
-                embed_preprocessing: bool = False) -> ExportPlan:
+                embed_preprocessing: bool = False, max_memory_mb: float | None = None,
+                max_load_ms: float | None = None) -> ExportPlan:
     """Check everything about `vitedge export` that needs no model, and resolve it."""
     values = dict(values or {})
     export = export or ExportConfig()
     candidates = tuple(auto_candidates(target)) if target in AUTO_DEVICES else (get_target(target),)
     single = None if target in AUTO_DEVICES else candidates[0]
+    for flag, value in (("--max-memory-mb", max_memory_mb), ("--max-load-ms", max_load_ms)):
+        if value is not None and (single is not None or value <= 0):
+            raise UsageError(f"{flag} is a budget auto-* chooses within (a positive number); for one target, "
+                             "`vitedge bench BUNDLE` measures memory and load")
     if embed_preprocessing:
         if single is None:
             raise UsageError(f"--embed-preprocessing: pick one target ({target} compares artifacts on the model's "
@@ -82,7 +90,7 @@ def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tu
         if single.preflight is not None:
             single.preflight(options, budget)
     return ExportPlan(target, candidates, options, budget, budget_gate(budget, dict(tolerance or {})), export,
-                      embed_preprocessing)
+                      embed_preprocessing, max_memory_mb, max_load_ms)
 
 
 def plan_cells(targets: list[str], values: dict[str, Any] | None = None, *, max_drop: float | None = None,

@@ -49,6 +49,10 @@ class ExportRequest:
     fallback_n: int = 1000  # search-set images (shapes10 val, an IDX val part, or half of a folder's rest)
     # The artifact takes uint8 RGB pixels and preprocesses inside (Target.embed, vitedge.export.pixels)
     embed_preprocessing: bool = False
+    # auto-*'s device budgets: a candidate whose peak memory (MB above the process baseline) or
+    # cold load time exceeds them is not chosen (vitedge.bench.profile, measured in its process)
+    max_memory_mb: float | None = None
+    max_load_ms: float | None = None
 
     def judging(self, card: Any) -> tuple[str | None, str]:
         """(image source, origin) of the images that judge this export (vitedge.inputs)."""

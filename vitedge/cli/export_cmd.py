@@ -148,14 +148,15 @@ def print_auto(result) -> None:  # type: ignore[no-untyped-def]
 
     chosen = result.chosen + (f" on {result.max_threads} thread(s)" if result.max_threads else "")
     table = Table(title=f"auto-cpu: chose {chosen}")
-    for col in ("candidate", "status", "accuracy", "delta pts", "cosine mean", "p50 ms", "p50 ms on N threads", "MB"):
+    for col in ("candidate", "status", "accuracy", "delta pts", "cosine mean", "p50 ms", "p50 ms on N threads", "MB",
+                "peak MB", "load ms"):
         table.add_column(col, justify="left" if col in ("candidate", "status") else "right")
     for r in result.candidates:
         def f(v, fmt):  # type: ignore[no-untyped-def]
             return "-" if v is None else format(v, fmt)
         table.add_row(r.get("candidate") or r["target"], r["status"][:60], f(r.get("accuracy"), ".2%"), f(r.get("delta_pts"), "+.2f"),
                       f(r.get("cosine_mean"), ".5f"), f(r.get("p50_ms"), ".3f"), by_threads_text(r),
-                      f(r.get("size_mb"), ".2f"))
+                      f(r.get("size_mb"), ".2f"), f(r.get("peak_mb"), ".0f"), f(r.get("load_ms"), ".0f"))
     console.print(table)
     console.print(result.reason)
 
@@ -196,6 +197,8 @@ def export_command(
     ignore: Annotated[list[str] | None, typer.Option(help="Layer kept in higher precision (repeatable; ONNX node names or OpenVINO friendly names, as `vitedge diagnose` shows them).", rich_help_panel="Quantisation")] = None,
     max_drop: Annotated[float | None, typer.Option(help="Accuracy budget (pts on held-out labelled data): keep the most sensitive layers in higher precision until it holds.", rich_help_panel="Accuracy-aware fallback")] = None,
     min_cosine: Annotated[float | None, typer.Option(help="Budget on the mean logit cosine vs PyTorch (alternative or addition to --max-drop).", rich_help_panel="Accuracy-aware fallback")] = None,
+    max_memory_mb: Annotated[float | None, typer.Option(help="auto-*: most memory (peak MB above the process baseline, measured in the candidate's own process) the chosen artifact may take.", rich_help_panel="Device budget (auto-*)")] = None,
+    max_load_ms: Annotated[float | None, typer.Option(help="auto-*: longest cold load (open + compile, ms) the chosen artifact may take.", rich_help_panel="Device budget (auto-*)")] = None,
     fallback_n: Annotated[int, typer.Option(help="Images in the fallback's search set (shapes10 val, or half of --eval DIR).", rich_help_panel="Accuracy-aware fallback")] = ExportRequest.fallback_n,
     option: OptionOpt = None,
 ) -> None:
@@ -214,7 +217,7 @@ def export_command(
         tolerance={"max_abs": tol_max_abs, "cosine_min": tol_cosine_min, "cosine_mean": tol_cosine_mean,
                    "top1_agreement": tol_top1_agreement, "max_accuracy_drop": tol_accuracy_drop},
         export=ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size),
-        embed_preprocessing=embed_preprocessing)
+        embed_preprocessing=embed_preprocessing, max_memory_mb=max_memory_mb, max_load_ms=max_load_ms)
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
                                  dynamic_size=dynamic_size)
     out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"
