@@ -33,9 +33,12 @@ def test_matrix_with_a_failing_target(tmp_path):
     assert rows["onnx-fp32"]["speedup_vs_pytorch"] > 0
     assert "side by side" in rows["onnx-fp32"]["latency_measured"]
     assert set(rows["ov-fp32"]["batch_sweep"]) == {"1", "4"}
+    # each artifact's device profile, from its own timing process; a kit has none
+    assert rows["onnx-fp32"]["peak_mb"] > 0 and rows["ov-fp32"]["load_ms"] > 0 and rows["ov-fp32"]["first_ms"] > 0
+    assert rows["trt-fp16"]["peak_mb"] is None
     assert rows["trt-fp16"]["status"].startswith("kit only") and rows["trt-fp16"]["p50_ms"] is None
     md = (out / "matrix.md").read_text()
-    assert "| test-broken | error: ExportError" in md and "speed-up vs PyTorch" in md
+    assert "| test-broken | error: ExportError" in md and "speed-up vs PyTorch" in md and "| peak MB | load ms |" in md
     png = out / "pareto.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "bundles" / "onnx-fp32" / "manifest.json").exists()

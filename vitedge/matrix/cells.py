@@ -142,7 +142,9 @@ def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Pat
             task = progress.add_task(f"matrix: {len(use)} runners side by side (own processes), batch {b}",
                                      total=100)
             x = np.random.default_rng(b).standard_normal((b, 3, h, w)).astype(np.float32)
-            res = time_isolated(use, {b: x}, threads, budget_s=budget_s,
+            # the first batch's processes also give each artifact's device profile (memory, load)
+            profile = tuple(c.name for c in use if c.name != REFERENCE) if b == batches[0] else ()
+            res = time_isolated(use, {b: x}, threads, budget_s=budget_s, profile=profile,
                                 on_round=lambda f, task=task: progress.update(task, completed=100 * f))[b]
             progress.update(task, completed=100)
             isolation[b] = res
@@ -162,6 +164,10 @@ def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Pat
                                   "measured": f"side by side with {len(sweep) - 1} runners, each in its own "
                                               f"process, one run",
                                   "cross_talk": round(first_iso.worst_cross_talk(), 4)}
+        if cell["target"] in first_iso.profiles:
+            from vitedge.bench.profile import from_fields
+
+            cell["device_profile"] = from_fields(first_iso.profiles[cell["target"]], own[first]).to_dict()
         cell["batch_sweep"] = {str(b): {"p50": st.p50, "p90": st.p90, "throughput": st.throughput,
                                         "speedup_vs_pytorch": ref[b].p50 / st.p50 if b in ref else None}
                                for b, st in own.items()}

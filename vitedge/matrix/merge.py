@@ -54,6 +54,10 @@ def rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "batch_sweep": c.get("batch_sweep"), "cpu": (c.get("system") or {}).get("cpu"),
             "threads": c.get("threads"), "fallback": c.get("fallback"),
             "images_n": par.get("images_n"), "judged_on": c.get("judged_on"),
+            # measured in the artifact's own timing process (vitedge.bench.profile)
+            "peak_mb": (c.get("device_profile") or {}).get("peak_mb"),
+            "load_ms": (c.get("device_profile") or {}).get("load_cold_ms"),
+            "first_ms": (c.get("device_profile") or {}).get("first_ms"),
         })
     order = {"passed": 0, "kit only, predicted": 1, "not judged": 2, "failed": 3}
     out.sort(key=lambda r: (r["model"], order.get(r["status"], 4), r["p50_ms"] if r["p50_ms"] is not None else 1e9))
@@ -81,13 +85,15 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
         lines += [f"Judged on: {'; '.join(judged)}.", ""] if judged else []
         lines += [
                   "| target | status | size MB | accuracy | delta vs PyTorch (pts) | cosine min | top-1 agreement "
-                  "| p50 ms | p90 ms | speed-up vs PyTorch |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| p50 ms | p90 ms | speed-up vs PyTorch | peak MB | load ms | first ms |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mrows:
             status = r["status"] if not r["error"] else f"error: {r['error'][:80]}"
             lines.append(
                 f"| {r['target']} | {status} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['accuracy'], '.2%')} | "
                 f"{_fmt(r['delta_pts'], '+.2f')} | {_fmt(r['cosine_min'], '.5f')} | {_agreement(r)} | "
-                f"{_fmt(r['p50_ms'], '.3f')} | {_fmt(r['p90_ms'], '.3f')} | {_fmt(r['speedup_vs_pytorch'], '.2f') + 'x' if r['speedup_vs_pytorch'] else '-'} |")
+                f"{_fmt(r['p50_ms'], '.3f')} | {_fmt(r['p90_ms'], '.3f')} | {_fmt(r['speedup_vs_pytorch'], '.2f') + 'x' if r['speedup_vs_pytorch'] else '-'} | "
+                f"{_fmt(r.get('peak_mb'), '.0f')} | {_fmt(r.get('load_ms'), '.0f')} | {_fmt(r.get('first_ms'), '.1f')} |")
         sweeps = [r for r in mrows if r["batch_sweep"]]
         batches = sorted({int(b) for r in sweeps for b in r["batch_sweep"]})
         if len(batches) > 1:
@@ -111,6 +117,10 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
                 lines.append(f"| {r['target']} | {_fmt((fb.get('before') or {}).get('drop_pts'), '.2f')} | "
                              f"{_fmt((fb.get('after') or {}).get('drop_pts'), '.2f')} | {'yes' if fb['met'] else 'no'} | "
                              f"{names} |")
+        if any(r.get("peak_mb") is not None for r in mrows):
+            lines += ["", "Peak MB: the most memory the artifact's process held above its baseline (numpy + "
+                      "vitedge) while loading, on its first inference and in the timed runs; load ms: open and "
+                      "compile, cold; first ms: the first inference (each artifact in its own process)."]
         measured = {r["latency_measured"] for r in mrows if r["latency_measured"]}
         lines += ["", "Latency measured: " + "; ".join(sorted(measured)) if measured else "", ""]
     return "\n".join(lines)
