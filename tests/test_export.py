@@ -183,7 +183,7 @@ def test_builtin_models_meet_the_fp32_goal(tmp_path, model):
         assert key in json.loads((tmp_path / "b" / "report.json").read_text())
     assert d["latency_ms"]["artifact"]["p50"] > 0 and d["latency_ms"]["reference"]["p50"] > 0
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.onnx", "reference.npz", "report.json", "report.md"}
+    assert set(manifest["files"]) == {"model.onnx", "reference.npz", "report.json", "report.md", "README.md"}
     assert "| max_abs |" in (tmp_path / "b" / "report.md").read_text()
 
 

@@ -67,6 +67,7 @@ def _cell_from_report(report: ExportReport, bundle: Path, out: Path) -> dict[str
                                                "speedup_vs_pytorch": d["speedup_vs_reference"],
                                                "measured": "in its own cell run"},
         "notes": d["notes"],
+        "placement": d.get("placement"),  # where its ops run (Runner.placement), None for a kit
         # What the accuracy-aware fallback kept in higher precision (matrix --max-drop), or None.
         "fallback": None if not d.get("fallback") else {
             k: d["fallback"][k] for k in ("budget_text", "met", "kept_count", "total_layers", "before", "after")

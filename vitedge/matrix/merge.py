@@ -58,6 +58,7 @@ def rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "peak_mb": (c.get("device_profile") or {}).get("peak_mb"),
             "load_ms": (c.get("device_profile") or {}).get("load_cold_ms"),
             "first_ms": (c.get("device_profile") or {}).get("first_ms"),
+            "placement": c.get("placement"),
         })
     order = {"passed": 0, "kit only, predicted": 1, "not judged": 2, "failed": 3}
     out.sort(key=lambda r: (r["model"], order.get(r["status"], 4), r["p50_ms"] if r["p50_ms"] is not None else 1e9))
@@ -117,6 +118,12 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
                 lines.append(f"| {r['target']} | {_fmt((fb.get('before') or {}).get('drop_pts'), '.2f')} | "
                              f"{_fmt((fb.get('after') or {}).get('drop_pts'), '.2f')} | {'yes' if fb['met'] else 'no'} | "
                              f"{names} |")
+        off = [r for r in mrows if (r.get("placement") or {}).get("off_fast_path")]
+        if off:
+            from vitedge.runtimes.base import placement_line
+
+            lines += ["", "Op placement (ops off the runtime's fast path; the runtime's own tools):", ""]
+            lines += [f"- {r['target']}: {placement_line(r['placement'])}" for r in off]
         if any(r.get("peak_mb") is not None for r in mrows):
             lines += ["", "Peak MB: the most memory the artifact's process held above its baseline (numpy + "
                       "vitedge) while loading, on its first inference and in the timed runs; load ms: open and "

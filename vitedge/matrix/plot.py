@@ -36,8 +36,9 @@ def _panel(ax: Any, rows: list[dict[str, Any]], points: list[tuple[float, float,
         failed = next(r for r in rows if r["target"] == name)["status"] == "failed"
         ax.scatter([lat], [value], s=80 if on else 40, marker="x" if failed else "o",
                    color="tab:red" if failed else ("tab:blue" if on else "tab:gray"), zorder=3)
-        # Stagger labels of points that sit close together so they stay readable.
-        near = sum(1 for px, py in placed if abs(px - lat) < 0.08 * dx and abs(py - value) < 0.08 * dy)
+        # Stagger labels of points that sit close together so they stay readable (a label runs
+        # right of its point: a wider window across than up and down).
+        near = sum(1 for px, py in placed if abs(px - lat) < 0.18 * dx and abs(py - value) < 0.06 * dy)
         placed.append((lat, value))
         ax.annotate(name + (" (failed)" if failed else ""), (lat, value), textcoords="offset points",
                     xytext=_LABEL_OFFSETS[near % len(_LABEL_OFFSETS)], fontsize=8,
