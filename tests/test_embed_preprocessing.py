@@ -299,3 +299,23 @@ def test_pixel_gate_is_the_looser_of_each_limit():
     assert tolerance_for("fp32", pixels=True, cosine_min=0.9999).cosine_min == 0.9999  # a user's limit wins
     untrained = for_pixels(tolerance_for("fp32", untrained=True))
     assert untrained.top1_agreement is None and untrained.sqnr_db == PIXELS.sqnr_db
+
+
+def test_large_judging_photos_are_handed_over_at_most_twice_the_resize(tmp_path, photos):
+    """A folder of full-size photos is not held in memory: each is scaled (aspect kept) to a
+    shorter side of twice the model's resize, so the artifact still downscales it itself."""
+    from vitedge.calib.imagesource import open_source
+    from vitedge.inputs import pixel_cap
+
+    d = tmp_path / "big"
+    d.mkdir()
+    big = np.asarray(Image.fromarray(photos["rocket"]).resize((1280, 854)))
+    Image.fromarray(big).save(d / "big.jpg", quality=90)
+    Image.fromarray(photos["chelsea"][:100, :120]).save(d / "small.png")
+    spec = SPECS["builtin"]  # resize to 64: cap 128
+    assert pixel_cap(spec) == 128 and pixel_cap(SPECS["timm-imagenet"]) == 512
+    src = open_source(d)
+    got = {src.folder.paths[i].name: p for i, p in
+           zip(range(2), src.read_pixels("eval", np.arange(2), spec, max_short=pixel_cap(spec)), strict=True)}
+    assert got["big.jpg"].shape == (128, 192, 3)  # 854 -> 128, 1280 -> 192: aspect kept
+    assert got["small.png"].shape == (100, 120, 3)  # already small: as decoded

@@ -122,7 +122,8 @@ def pixel_inputs(card: ModelCard, spec: EvalSpec) -> ParityInputs:
     else:
         sets = {k: np.stack([normalize(resize_and_crop(Image.fromarray(p), pre), pre) for p in v])
                 for k, v in pixels.items()}
-    what = ("decoded pixels at their own size, resized inside the artifact" if spec.pixels == "any" else
+    what = (f"decoded pixels at their own size (shorter side at most {pixel_cap(pre)}), resized inside the artifact"
+            if spec.pixels == "any" else
             "pixels resized and cropped by the Python preprocessing (the app's job for this artifact)")
     return ParityInputs(sets, base.labels, f"{base.description}; {what}", base.notes, base.representative, pixels)
 
@@ -161,8 +162,19 @@ def _model_inputs(card: ModelCard, spec: EvalSpec, keep_pixels: bool = False) ->
     notes = [] if labels is not None else ["accuracy not measured: the judging images are unlabelled (parity only)"]
     if spec.origin == FROM_CALIB:
         desc += f", {FROM_CALIB}"
-    pixels = {"images": src.read_pixels("eval", idx, pre, seed=spec.seed)} if keep_pixels else None
+    pixels = {"images": src.read_pixels("eval", idx, pre, seed=spec.seed, max_short=pixel_cap(pre))} \
+        if keep_pixels else None
     return ParityInputs(sets, labels, desc, notes, pixels=pixels)
+
+
+def pixel_cap(pre: Any) -> int:
+    """The longest shorter side a judging photo is handed to a pixel artifact with: twice the
+    model's resize, so the artifact still downscales every large photo itself (module docstring
+    of vitedge.export.pixels) without holding a folder of full-size photos in memory."""
+    from vitedge.calib.preprocess import resize_rule
+
+    _, size = resize_rule(pre)
+    return 2 * max(size)
 
 
 def search_set(card: ModelCard, data: str | None, n: int, seed: int, held_out: frozenset[str],

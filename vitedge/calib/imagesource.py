@@ -154,15 +154,30 @@ class ImageSource:
                 labels = np.array([classes.index(c) for c in raw_classes], np.int64)[labels]
         return Images(x, labels, keys, desc)
 
-    def read_pixels(self, part: str, indices: np.ndarray, spec: PreprocessSpec, seed: int = 0) -> list[np.ndarray]:
+    def read_pixels(self, part: str, indices: np.ndarray, spec: PreprocessSpec, seed: int = 0,
+                    max_short: int | None = None) -> list[np.ndarray]:
         """The images at `indices` of `part` as decoded uint8 RGB (H, W, 3), each at its own size:
         what a camera or decoder gives an artifact that preprocesses inside (--embed-preprocessing).
-        `read` of the same indices is these through the Python preprocessing (same decoder)."""
+        `read` of the same indices is these through the Python preprocessing (same decoder).
+        `max_short`: a photo whose shorter side is longer is first scaled down to it (Pillow,
+        bilinear; what a camera's preview stream gives), so that a folder of large photos is not
+        held in memory at full size (2,000 12-MP photos: 72 GB)."""
         indices = np.asarray(indices, np.int64)
         if self.kind == "folder":
+            from PIL import Image
+
             from vitedge.calib.images import load_image
 
-            return [np.asarray(load_image(self.folder.paths[i]), np.uint8) for i in indices]
+            out = []
+            for i in indices:
+                image = load_image(self.folder.paths[i])
+                short = min(image.size)
+                if max_short and short > max_short:
+                    w, h = image.size
+                    image = image.resize((round(w * max_short / short), round(h * max_short / short)),
+                                         Image.Resampling.BILINEAR, reducing_gap=3.0)
+                out.append(np.asarray(image, np.uint8))
+            return out
         if self.kind == "idx":  # grayscale -> RGB, as the file loader converts mode L
             raw = idx_format.load_split(self.location, _IDX_SPLIT[part])
             return [np.repeat(raw.images[i][..., None], 3, axis=2) for i in indices]
