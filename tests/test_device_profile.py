@@ -101,3 +101,20 @@ def test_placement_names_what_runs_off_the_int8_kernels(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", str(out), "--budget", "0.2", "--no-profile"]) == 0
     assert "ops on int8 kernels; off it: " in capsys.readouterr().out
+
+
+def test_openvino_model_cache_is_made_on_the_device_and_read_on_later_loads(tmp_path):
+    pytest.importorskip("openvino")
+    from vitedge.cli.main import main
+
+    out = tmp_path / "ov"
+    assert main(["export", "vit-tiny", "-t", "ov-fp32", "--ov-model-cache", "--out", str(out), "--eval-n", "20",
+                 "--bench-budget", "0.2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifact"]["runner_options"]["cache_dir"] == "ov-cache"
+    assert not (out / "ov-cache").exists()  # the export's own cache is the build machine's: not shipped
+    first = profile(Contestant("a", out), budget_s=0.1)
+    again = profile(Contestant("a", out), budget_s=0.1)
+    assert (first.model_cache, again.model_cache) == ("written", "read")
+    assert any(p.suffix == ".blob" for p in (out / "ov-cache").iterdir())
+    assert main(["verify", str(out)]) == 0  # the cache beside the files is not a checksum problem

@@ -302,6 +302,9 @@ def write_stage(bundle: Path, report: ExportReport, inputs: ParityInputs, ref_ou
                 art_out: dict[str, dict[str, np.ndarray]], request: ExportRequest, target: Target) -> None:
     from vitedge.bundle.writer import write_bundle_files
 
+    cache = report.artifact.runner_options.get("cache_dir")
+    if cache:  # a runtime's model cache, filled by this export's own runs: the device makes its own
+        shutil.rmtree(bundle / cache, ignore_errors=True)
     write_reference(bundle / REFERENCE, inputs, ref_out, art_out)
     write_bundle_files(bundle, report, request.export, target)
 

@@ -176,7 +176,8 @@ def _serve(conn: Any, contestant: Contestant, threads: int | None) -> None:
             t0 = time.perf_counter()
             runner = _open(contestant, threads)
             runner.activate()
-            prof.update(load_cold_ms=(time.perf_counter() - t0) * 1e3, load_peak_mb=phases.peak())
+            prof.update(load_cold_ms=(time.perf_counter() - t0) * 1e3, load_peak_mb=phases.peak(),
+                        model_cache=getattr(runner, "cache_state", None))
         conn.send(("ok", None))
         feed: dict[str, np.ndarray] = {}
 

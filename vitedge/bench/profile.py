@@ -42,6 +42,9 @@ class DeviceProfile:
     first_ms: float  # the first inference after the cold load
     steady: LatencyStats
     frame: str  # what one call was fed, e.g. "1x3x224x224 float32" or "1x480x640x3 uint8"
+    # the runtime's model cache on the cold load: "written" (compiled, cached), "read" (loaded
+    # from the cache), "not writable"; None without one (OpenVINO's --ov-model-cache)
+    model_cache: str | None = None
 
     @property
     def peak_mb(self) -> float | None:
@@ -79,5 +82,6 @@ def summary(p: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.0f} MB"
 
     base = "" if p.get("baseline_mb") is None else f" (+{p['baseline_mb']:.0f} MB baseline)"
-    return (f"peak {mb(p.get('peak_mb'))}{base}; load {p['load_cold_ms']:.0f} ms cold / {p['load_warm_ms']:.0f} ms "
-            f"warm; first inference {p['first_ms']:.1f} ms")
+    cache = f" (model cache {p['model_cache']})" if p.get("model_cache") else ""
+    return (f"peak {mb(p.get('peak_mb'))}{base}; load {p['load_cold_ms']:.0f} ms cold{cache} / "
+            f"{p['load_warm_ms']:.0f} ms warm; first inference {p['first_ms']:.1f} ms")

@@ -61,6 +61,7 @@ class OpenVinoRunner(Runner):
         inference_precision: str | None = "f32",
         performance_hint: str = "LATENCY",
         config: dict[str, Any] | None = None,
+        cache_dir: str | None = None,
         name: str | None = None,
     ):
         super().__init__(name)
@@ -72,6 +73,10 @@ class OpenVinoRunner(Runner):
         self.inference_precision = inference_precision
         self.performance_hint = performance_hint
         self.config = dict(config or {})
+        # OpenVINO's model cache (CACHE_DIR), relative to the model file: the first load compiles
+        # and writes the blob, later ones read it. `cache_state`: "written", "read", or why not.
+        self.cache_dir = None if cache_dir is None else self.path.parent / cache_dir
+        self.cache_state: str | None = None
         self.compiled: Any = None
         self._local = threading.local()
 
@@ -83,8 +88,23 @@ class OpenVinoRunner(Runner):
         }
         if self.inference_precision:
             cfg["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        if self.cache_dir is not None and self.cache_state != "not writable":
+            cfg["CACHE_DIR"] = str(self.cache_dir)
         cfg.update(self.config)
         return cfg
+
+    def _prepare_cache(self) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(exist_ok=True)
+            probe = self.cache_dir / ".probe"
+            probe.touch()
+            probe.unlink()
+        except OSError:  # a read-only bundle: compile every time, as without the option
+            self.cache_state = "not writable"
+            return
+        self.cache_state = "read" if any(p.suffix == ".blob" for p in self.cache_dir.iterdir()) else "written"
 
     def _activate(self) -> None:
         ov = _ov()
@@ -93,6 +113,7 @@ class OpenVinoRunner(Runner):
         try:
             with sigstack.preserved():  # the CPU plugin swaps our signal stack; see sigstack
                 core = ov.Core()
+                self._prepare_cache()
                 model = core.read_model(str(self.path))
                 self.compiled = core.compile_model(model, self.device, self.compile_config())
                 self._outputs = [(port.get_any_name(), port) for port in self.compiled.outputs]
@@ -125,6 +146,8 @@ class OpenVinoRunner(Runner):
             "threads": self.threads,
             "requested": self.compile_config(),
         }
+        if self.cache_dir is not None:
+            out["model_cache"] = self.cache_state
         if self.compiled is not None:
             # What the plugin actually chose (may differ from the request on some CPUs).
             for key in ("INFERENCE_PRECISION_HINT", "EXECUTION_DEVICES", "INFERENCE_NUM_THREADS",

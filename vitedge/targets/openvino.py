@@ -33,6 +33,16 @@ class OvOptions:
     prefix: ClassVar[str] = "ov"
     source: str = opt("onnx", "convert the IR from the ONNX export or from the nn.Module (TorchScript frontend)",
                       choices=("onnx", "torch"))
+    model_cache: bool = opt(False, "the device caches the compiled model beside the IR (OpenVINO CACHE_DIR, "
+                                   "BUNDLE/ov-cache): loads after the first read it instead of compiling")
+
+
+MODEL_CACHE = "ov-cache"  # the cache directory, relative to the bundle (created on the device)
+
+
+def runner_options(ctx: BuildContext, precision: str) -> dict[str, Any]:
+    """What the bundle's OpenVINO runner opens with: the pinned precision, and the model cache."""
+    return {"inference_precision": precision, **({"cache_dir": MODEL_CACHE} if ctx.options.model_cache else {})}
 
 
 def native_fp16_cpu() -> bool:
@@ -85,7 +95,7 @@ def save_ir(ctx: BuildContext, model: Any, compress_to_fp16: bool) -> list[str]:
 def build_ov_fp32(ctx: BuildContext) -> Artifact:
     model, source = convert(ctx)
     files = save_ir(ctx, model, compress_to_fp16=False)
-    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "f32"},
+    return Artifact(MODEL_FILE, files, "openvino", runner_options(ctx, "f32"),
                     details={"converted_from": source, "weights": "f32", "inference_precision": "f32"})
 
 
@@ -97,7 +107,7 @@ def build_ov_fp16(ctx: BuildContext) -> Artifact:
     notes = [] if native else [
         "this CPU has no native fp16 arithmetic: weights are stored in fp16 and decompressed, "
         "compute runs in f32 (an 'f16' hint would silently run bf16 here)"]
-    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": precision},
+    return Artifact(MODEL_FILE, files, "openvino", runner_options(ctx, precision),
                     details={"converted_from": source, "weights": "f16 (compress_to_fp16)",
                              "inference_precision": precision}, notes=notes)
 
@@ -107,7 +117,7 @@ def build_ov_bf16(ctx: BuildContext) -> Artifact:
     (the plugin converts them once at compile time), every float layer computed in bf16."""
     model, source = convert(ctx)
     files = save_ir(ctx, model, compress_to_fp16=False)
-    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "bf16"},
+    return Artifact(MODEL_FILE, files, "openvino", runner_options(ctx, "bf16"),
                     details={"converted_from": source, "weights": "f32 (converted to bf16 when compiled)",
                              "inference_precision": "bf16"})
 

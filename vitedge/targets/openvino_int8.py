@@ -24,7 +24,15 @@ from vitedge.options import opt
 from vitedge.quiet import quiet
 from vitedge.runtimes import sigstack
 from vitedge.targets.context import BuildContext
-from vitedge.targets.openvino import MODEL_FILE, OV_TARGET, OvOptions, bf16_host, convert, save_ir
+from vitedge.targets.openvino import (
+    MODEL_FILE,
+    OV_TARGET,
+    OvOptions,
+    bf16_host,
+    convert,
+    runner_options,
+    save_ir,
+)
 from vitedge.targets.registry import Artifact, Target, register_target
 
 
@@ -237,11 +245,11 @@ def build_ov_int8(ctx: BuildContext) -> Artifact:
     if cfg.accuracy_control:
         quantized, ac = nncf_accuracy_control(model, ctx, cfg)
         files = save_ir(ctx, quantized, compress_to_fp16=False)
-        return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": "f32"},
+        return Artifact(MODEL_FILE, files, "openvino", runner_options(ctx, "f32"),
                         details={"converted_from": source, **ac, "calibration": ctx.calibration.provenance()})
     quantized, details = nncf_quantize(model, ctx, cfg)
     files = save_ir(ctx, quantized, compress_to_fp16=False)
-    return Artifact(MODEL_FILE, files, "openvino", {"inference_precision": cfg.float_precision},
+    return Artifact(MODEL_FILE, files, "openvino", runner_options(ctx, cfg.float_precision),
                     details={"converted_from": source, **details,
                              "inference_precision": f"{cfg.float_precision} for the float parts"})
 
