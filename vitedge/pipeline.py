@@ -366,7 +366,8 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
             latency_measured=("artifact and reference each in its own process, one at a time"
                               if request.bench.isolated else "interleaved in one process"),
-            judged_on=inputs.description, device_profile=device_profile, placement=placement,
+            judged_on=inputs.description, placement=placement,
+            device_profile=None if artifact.predicted_by else device_profile,  # not a stand-in's
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)
