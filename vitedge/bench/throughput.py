@@ -115,8 +115,13 @@ def _point(open_runner: Any, runtime: Any, batch: int, streams: int, cores: int,
         elapsed = time.perf_counter() - t0
         for t in threads:
             t.join(timeout=60)
-        if errors:
-            raise RuntimeError(f"batch {batch}, {streams} streams: {type(errors[0]).__name__}: {errors[0]}")
+        if errors:  # one line naming the setting; the sweep's other points were fine or never ran
+            from vitedge.errors import ExportError
+
+            first = str(errors[0]).splitlines()[0][:200] if str(errors[0]) else ""
+            raise ExportError(f"throughput at batch {batch}, {streams} parallel stream(s) failed: "
+                              f"{type(errors[0]).__name__}: {first}; run `vitedge bench` without --throughput "
+                              "for the latency alone")
         return ThroughputPoint(batch, streams, instances, threads_each, round(done * batch / elapsed, 1), done)
     finally:
         for r in runners:

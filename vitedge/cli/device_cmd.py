@@ -67,6 +67,10 @@ def bench_command(
                                "profile": device.to_dict() if device else None,
                                "throughput": best.to_dict() if best else None}, indent=2, default=str))
         return
+    _print_bench(artifact, info, results, placement, device, best)
+
+
+def _print_bench(artifact: Path, info: dict, results: list[dict], placement: dict | None, device, best) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"{artifact} on {info.get('runtime')} {info.get('version', '')}, "
                         f"{info.get('threads', '?')} threads{_capped_note(artifact)}")
     for col in ("batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "images/s"):
@@ -83,13 +87,14 @@ def bench_command(
         console.print(profile_table(device))
     if best:
         console.print(throughput_table(best))
+    from vitedge.sysinfo import system_info
+
     s = system_info()
     console.print(f"{s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores available")
 
 
 def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int, budget: float,
              ) -> tuple[list[dict], dict, dict | None]:
-
     from vitedge.bench.latency import time_calls_with_progress
     from vitedge.runtimes.open import open_runner, seeded_input
 
