@@ -9,9 +9,12 @@ of PyTorch (the prediction the report shows)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ import torch  # noqa: E402
 from vitedge.calib.datasets import synthetic_split  # noqa: E402
 from vitedge.export.config import ExportConfig  # noqa: E402
 from vitedge.export.onnx_export import export_onnx  # noqa: E402
+from vitedge.kit_common import ship_profile  # noqa: E402
 from vitedge.models.resolve import load_model  # noqa: E402
 from vitedge.runtimes.ort_runner import OrtRunner  # noqa: E402
 from vitedge.targets.context import BuildContext  # noqa: E402
@@ -71,9 +75,12 @@ def test_coreml_kit_package_metadata_and_files(built, name, precision):
     on_disk = sorted(str(p.relative_to(ctx.bundle_dir)) for p in pkg.rglob("*") if p.is_file())
     assert on_disk and set(on_disk) <= set(art.files)
     assert any(f.endswith("weight.bin") for f in on_disk) and f"{PACKAGE}/Manifest.json" in on_disk
-    for f in ("verify_coreml.py", "kit.json", "KIT.md", art.main_file):
+    for f in ("verify_coreml.py", "device_profile.py", "kit.json", "KIT.md", art.main_file):
         assert f in art.files and (ctx.bundle_dir / f).is_file()
     assert art.predicted_by and art.runtime == "onnxruntime" and "NOT run here" in art.notes[0]
+    # the device profile cannot be measured here: the report names the kit command that does
+    assert "device profile" in art.notes[0] and art.details["device_profile_command"] == "python verify_coreml.py"
+    assert "`device_profile`" in (ctx.bundle_dir / "KIT.md").read_text()
 
     spec = ct.utils.load_spec(str(pkg))
     assert spec.WhichOneof("Type") == "mlProgram"
@@ -156,8 +163,101 @@ def test_verify_script_refuses_to_pretend_on_linux(tmp_path):
 
     script = tmp_path / "verify_coreml.py"
     script.write_text((resources.files("vitedge.coreml_kit") / "verify_coreml.py").read_text())
+    ship_profile(tmp_path)
     (tmp_path / "kit.json").write_text(json.dumps({"package": PACKAGE, "precision": "fp16", "input_name": "input",
                                                    "output_name": "logits", "batch": 1, "compute_units": "ALL",
                                                    "tolerance": {"max_abs": None, "cosine_min": 0.9999}}))
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 5 and "macOS" in res.stderr
+    helps = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert helps.returncode == 0 and "--no-throughput" in helps.stdout
+
+
+# -- the kit's device profile and throughput: numpy + the standard library, so they run here ----
+
+KIT_JSON = {"package": PACKAGE, "precision": "fp16", "input_name": "input", "output_name": "logits", "batch": 2,
+            "compute_units": "ALL", "tolerance": {"max_abs": 1e-3, "cosine_min": 0.9999}}
+
+
+@pytest.fixture
+def kit(tmp_path):
+    """verify_coreml.py imported from a kit directory, as on the Mac (it reads kit.json on import)."""
+    from importlib import resources
+
+    (tmp_path / "verify_coreml.py").write_text((resources.files("vitedge.coreml_kit") / "verify_coreml.py").read_text())
+    (tmp_path / "kit.json").write_text(json.dumps(KIT_JSON))
+    ship_profile(tmp_path)  # as the target ships it, beside the script
+    spec = importlib.util.spec_from_file_location("kit_verify_coreml", tmp_path / "verify_coreml.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(tmp_path))  # the kit puts its own directory first
+        sys.modules.pop("device_profile", None)
+
+
+class FakeMLModel:
+    """Stand-in for a Core ML model, which cannot run here (Core ML is macOS-only): "logits" are a
+    fixed function of each sample, so the kit's parity, profile and sweep run end to end."""
+
+    loads: list = []
+
+    def __init__(self, path, compute_units=None):
+        assert path.endswith(PACKAGE)
+        self.loads.append(compute_units)
+
+    @staticmethod
+    def logits(x):
+        return np.asarray(x, np.float32).reshape(len(x), -1)[:, :10] * 2.0
+
+    def predict(self, feed):
+        time.sleep(0.001)
+        return {"logits": self.logits(feed["input"])}
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_kit_verify_main_end_to_end_with_a_stand_in_model(kit, monkeypatch, capsys, broken):
+    here = kit.HERE
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)  # 3: one padded batch of 2
+    np.savez(here / "reference.npz", **{"images/input": x, "images/logits": FakeMLModel.logits(x) + broken})
+    FakeMLModel.loads = []
+    fake_coremltools = SimpleNamespace(models=SimpleNamespace(MLModel=FakeMLModel), __version__="stand-in",
+                                       ComputeUnit=SimpleNamespace(ALL="ALL", CPU_ONLY="CPU_ONLY"))
+    monkeypatch.setitem(sys.modules, "coremltools", fake_coremltools)
+    monkeypatch.setattr(kit.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(sys.modules["device_profile"], "STEADY_BUDGET_S", 0.05)
+    monkeypatch.setattr(sys.modules["device_profile"], "SWEEP_MEASURE_S", 0.05)
+    assert kit.main(["--compute-units", "ALL,CPU_ONLY", "--runs", "3", "--warmup", "1"]) == (4 if broken else 0)
+    out, err = capsys.readouterr()
+    d = json.loads(out)
+    assert {"package", "precision", "coremltools", "parity", "latency_ms"} <= set(d)
+    assert set(d["parity"]) == {"ALL/images", "CPU_ONLY/images"} and set(d["latency_ms"]) == {"ALL", "CPU_ONLY"}
+    assert all(p["passed"] is not broken for p in d["parity"].values())
+    dp = d["device_profile"]
+    assert dp["frame"] == "2x3x8x8 float32" and dp["compute_units"] == "ALL" and dp["steady"]["batch"] == 2
+    assert dp["first_ms"] >= 1.0 and dp["memory_peaks"] in ("per phase", "since process start")
+    t = d["throughput"]
+    assert [(p["batch"], p["streams"]) for p in t["points"]] == [(2, 1), (2, 2)]  # the package's static batch
+    assert t["images_per_s"] > 0 and t["setting"].endswith("one MLModel each (ALL)")
+    # the profile's cold and warm loads first, then the other unit, then the sweep's second stream
+    assert FakeMLModel.loads == ["ALL", "ALL", "CPU_ONLY", "ALL"]
+    assert json.loads((here / "coreml_report.json").read_text()) == d
+    assert "device profile (ALL): peak" in err and ("FAILED" in err) is broken
+
+
+def test_kit_profile_matches_vitedges_fields(kit):
+    from vitedge.bench.latency import LatencyStats
+    from vitedge.bench.profile import DeviceProfile, summary
+
+    prof = kit.Profiler()
+    for ms, mb in (("import_ms", "import_mb"), ("load_cold_ms", "load_peak_mb"), ("first_ms", "first_peak_mb")):
+        with prof.phase(ms, mb):
+            pass
+    prof.steady(lambda: None, batch=2, budget_s=0.01)
+    with prof.phase("load_warm_ms"):
+        pass
+    d = prof.result("2x3x8x8 float32")
+    assert set(DeviceProfile.__dataclass_fields__) | {"peak_mb"} <= set(d)
+    assert set(d["steady"]) == set(LatencyStats.__dataclass_fields__)
+    assert kit.summary_line(d).startswith(summary(d))

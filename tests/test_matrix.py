@@ -36,9 +36,12 @@ def test_matrix_with_a_failing_target(tmp_path):
     # each artifact's device profile, from its own timing process; a kit has none
     assert rows["onnx-fp32"]["peak_mb"] > 0 and rows["ov-fp32"]["load_ms"] > 0 and rows["ov-fp32"]["first_ms"] > 0
     assert rows["trt-fp16"]["peak_mb"] is None
+    # images/s with all cores, the best of its sweep, and the setting that won; none for a kit
+    assert rows["onnx-fp32"]["images_per_s"] > 0 and "parallel stream" in rows["ov-fp32"]["throughput_setting"]
+    assert rows["trt-fp16"]["images_per_s"] is None
     assert rows["trt-fp16"]["status"].startswith("kit only") and rows["trt-fp16"]["p50_ms"] is None
     md = (out / "matrix.md").read_text()
-    assert "| test-broken | error: ExportError" in md and "speed-up vs PyTorch" in md and "| peak MB | load ms |" in md
+    assert "| test-broken | error: ExportError" in md and "speed-up vs PyTorch" in md and "| peak MB | load ms | first ms | img/s |" in md
     png = out / "pareto.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "bundles" / "onnx-fp32" / "manifest.json").exists()
@@ -47,7 +50,7 @@ def test_matrix_with_a_failing_target(tmp_path):
 def test_cells_from_separate_runs_merge(tmp_path, capsys):
     for target in ("onnx-fp32", "ort-int8"):
         assert main(["matrix", "vit-tiny", "--targets", target, "--out", str(tmp_path / target),
-                     "--eval-n", "100", "--num-calib", "32", "--bench-budget", "0.5"]) == 0
+                     "--eval-n", "100", "--num-calib", "32", "--bench-budget", "0.5", "--no-throughput"]) == 0
     assert main(["matrix", "--merge", str(tmp_path / "onnx-fp32"), "--merge", str(tmp_path / "ort-int8" / "cells"),
                  "--out", str(tmp_path / "merged")]) == 0
     rows = json.loads((tmp_path / "merged" / "matrix.json").read_text())["rows"]

@@ -7,6 +7,7 @@ run real engines and skip elsewhere with the reason. Nothing here pretends to be
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -64,10 +66,17 @@ def test_trt_fp16_kit_with_predicted_parity(vit, shared, tmp_path):
     assert report.passed and d["predicted_by"]
     assert d["parity"]["cosine_min"] >= 0.9999 and d["parity"]["top1_agreement"] >= 0.999  # issue's FP16 bar
     bundle = tmp_path / "b"
-    for f in ("model.fp16.onnx", "kit.json", "build_engine.py", "engine.py", "verify_engine.py", "trtexec.sh",
+    for f in ("model.fp16.onnx", "kit.json", "build_engine.py", "engine.py", "verify_engine.py", "device_profile.py", "trtexec.sh",
               "KIT.md", "reference.npz", "manifest.json"):
         assert (bundle / f).exists(), f
     assert "predicted on CPU" in (bundle / "report.md").read_text()
+    # no device profile of a stand-in; report.md and report.json say so and name the kit's command
+    saved = json.loads((bundle / "report.json").read_text())
+    assert saved["device_profile"] is None and "NOT measured here" in saved["device_profile_note"]
+    assert "`python verify_engine.py`" in saved["device_profile_note"]
+    md = [line for line in (bundle / "report.md").read_text().splitlines() if line.startswith("Device profile")]
+    assert len(md) == 1 and "NOT measured here" in md[0] and "`python verify_engine.py`" in md[0]
+    assert "`device_profile`" in (bundle / "KIT.md").read_text()
     model = onnx.load(str(bundle / "model.fp16.onnx"))
     types = _types(model)
     assert types[model.graph.input[0].name] == TensorProto.FLOAT  # FP32 I/O
@@ -207,6 +216,7 @@ def test_kit_scripts_explain_missing_tensorrt(vit, shared, tmp_path):
         sys.path.pop(0)
         sys.modules.pop("verify_engine", None)
         sys.modules.pop("engine", None)
+        sys.modules.pop("device_profile", None)
 
 
 def _stubs_1013(tmp_path: Path) -> Path:
@@ -279,3 +289,105 @@ def test_real_engine_matches_the_reference(vit, shared, tmp_path, target):
     proc = subprocess.run([sys.executable, "verify_engine.py"], cwd=tmp_path / "b", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["latency_ms"]["gpu_p50"] > 0
+
+
+# -- the kit's device profile and throughput: numpy + the standard library, so they run here ----
+
+KIT_DIR = REPO / "vitedge" / "trt_kit"
+PROFILE = REPO / "vitedge" / "kit_common" / "device_profile.py"  # shipped beside the kit scripts
+
+
+@pytest.fixture
+def kit(tmp_path):
+    """verify_engine.py imported from a copy of the kit, as on the device (engine.py beside it)."""
+    for name in ("engine.py", "verify_engine.py"):
+        shutil.copy(KIT_DIR / name, tmp_path / name)
+    shutil.copy(PROFILE, tmp_path / PROFILE.name)
+    spec = importlib.util.spec_from_file_location("kit_verify_engine", tmp_path / "verify_engine.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(tmp_path))  # the kit puts its own directory first
+        sys.modules.pop("engine", None)
+
+
+class FakeTrtEngine:
+    """Stand-in for a TensorRT engine, which cannot exist here (no GPU, no TensorRT): "logits"
+    are a fixed function of the input, so the kit's parity, profile and sweep run end to end."""
+
+    events: list = []
+
+    def __init__(self, path, share=None):
+        if not Path(path).is_file():
+            raise FileNotFoundError(path)
+        self.path, self.forked = path, share is not None
+        self.io = [SimpleNamespace(name="input", is_input=True, profile=((1, 3, 8, 8), (1, 3, 8, 8), (4, 3, 8, 8))),
+                   SimpleNamespace(name="logits", is_input=False, profile=())]
+        self.engine = SimpleNamespace(device_memory_size_v2=3 * 2**20)
+        self.events.append("fork" if share else "load")
+
+    @staticmethod
+    def logits(x):
+        return x.reshape(len(x), -1)[:, :10] * 2.0
+
+    def infer(self, feed, time_gpu=False):
+        self.events.append("infer")
+        return {"logits": self.logits(np.asarray(feed["input"], np.float32))}, 0.1 if time_gpu else None
+
+    def fork(self):
+        return FakeTrtEngine(self.path, share=self)
+
+    def close(self):
+        self.events.append("close-fork" if self.forked else "close")
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_kit_verify_main_end_to_end_with_a_stand_in_engine(kit, tmp_path, monkeypatch, capsys, broken):
+    x = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    ref = FakeTrtEngine.logits(x) + (1.0 if broken else 0.0)
+    np.savez(tmp_path / "reference.npz", **{"images/input": x, "images/logits": ref})
+    (tmp_path / "kit.json").write_text(json.dumps({
+        "input_name": "input", "output_name": "logits", "build": {"input_shape": [3, 8, 8]},
+        "tolerance": {"max_abs": 1e-4, "cosine_min": 0.999, "top1_agreement": None}}))
+    (tmp_path / "model.engine").write_bytes(b"stand-in")
+    FakeTrtEngine.events = []
+    monkeypatch.setattr(kit, "TrtEngine", FakeTrtEngine)
+    monkeypatch.setattr(kit, "require_tensorrt", lambda: FakeTrtEngine.events.append("import"))
+    monkeypatch.setattr(kit, "import_cudart", lambda: SimpleNamespace())  # no cudaMemGetInfo: GPU memory None
+    monkeypatch.setattr(kit, "gpu_available", lambda: None)
+    monkeypatch.setattr(sys.modules["device_profile"], "STEADY_BUDGET_S", 0.05)
+    monkeypatch.setattr(sys.modules["device_profile"], "SWEEP_MEASURE_S", 0.05)
+    monkeypatch.setattr(sys, "argv", ["verify_engine.py", "--runs", "3"])
+    assert kit.main() == (4 if broken else 0)
+    out, err = capsys.readouterr()
+    d = json.loads(out)
+    assert {"parity", "tolerance", "latency_ms", "batch", "passed"} <= set(d) and d["passed"] is not broken
+    dp = d["device_profile"]
+    assert dp["frame"] == "1x3x8x8 float32" and dp["gpu_memory"]["context_activation_mb"] == 3.0
+    assert dp["steady"]["runs"] >= 3 and dp["load_warm_ms"] >= 0
+    t = d["throughput"]
+    assert [(p["batch"], p["streams"]) for p in t["points"]] == [(1, 1), (1, 2), (4, 1), (4, 2)]  # profile 1..4
+    assert "execution context" in t["setting"] and t["frame"] == "3x8x8 float32"
+    # vitedge's order: import, cold load, first inference, steady, close, warm load, then the rest
+    ev = FakeTrtEngine.events
+    assert ev[:3] == ["import", "load", "infer"] and ev.index("close") < ev.index("load", 2) < ev.index("fork")
+    assert ev.count("fork") == ev.count("close-fork") == 2
+    assert "device profile: peak" in err and "throughput:" in err
+    assert ("parity failed" in err) is broken
+
+
+def test_kit_verify_exits_5_without_tensorrt_and_offers_no_throughput(tmp_path):
+    if why_no_engine() is None:
+        pytest.skip("TensorRT + GPU present")
+    for name in ("engine.py", "verify_engine.py"):
+        shutil.copy(KIT_DIR / name, tmp_path / name)
+    shutil.copy(PROFILE, tmp_path / PROFILE.name)
+    (tmp_path / "kit.json").write_text(json.dumps({"input_name": "input", "output_name": "logits",
+                                                   "build": {"input_shape": [3, 8, 8]}, "tolerance": {}}))
+    proc = subprocess.run([sys.executable, "verify_engine.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 5 and "TensorRT" in proc.stderr and "Traceback" not in proc.stderr
+    helps = subprocess.run([sys.executable, "verify_engine.py", "--help"], cwd=tmp_path, capture_output=True,
+                           text=True)
+    assert helps.returncode == 0 and "--no-throughput" in helps.stdout and "device_profile" in helps.stdout

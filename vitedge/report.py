@@ -54,6 +54,18 @@ class ExportReport:
         return self.parity.verdict  # "passed" | "failed" | "not judged"
 
     @property
+    def device_profile_note(self) -> str | None:
+        """For a kit (its runtime cannot run here, a stand-in predicted its parity): that the device
+        profile was not measured, and the kit command that measures it on the device."""
+        if self.device_profile is not None or not self.artifact.predicted_by:
+            return None
+        command = (self.artifact.details or {}).get("device_profile_command")
+        where = (f"; on the device, `{command}` in the bundle measures them (`device_profile` and "
+                 "`throughput` in its JSON)" if command else "")
+        return (f"NOT measured here (the target runtime cannot run on this machine; {self.artifact.predicted_by} "
+                f"only stood in for its parity and latency){where}")
+
+    @property
     def speedup(self) -> float:
         return self.latency["reference"].p50 / self.latency["artifact"].p50
 
@@ -78,6 +90,7 @@ class ExportReport:
             "speedup_vs_reference": self.speedup,
             "latency_measured": self.latency_measured,
             "device_profile": self.device_profile,
+            "device_profile_note": self.device_profile_note,  # why it is null for a kit, and where to measure it
             "placement": self.placement,
             "runner": self.runner_info,
             "reference_runner": self.reference_info,

@@ -172,6 +172,8 @@ def render_markdown(d: dict[str, Any]) -> str:
         dp = d["device_profile"]
         lines += ["", f"In its own process ({dp['frame']} per call): {summary(dp)}; memory above the process's "
                       "baseline (numpy + vitedge), each phase's own high-water mark (`device_profile` in report.json)."]
+    elif d.get("device_profile_note"):
+        lines += ["", f"Device profile (memory, load, first inference) and throughput: {d['device_profile_note']}."]
     lines += ["", f"Speed-up vs PyTorch eager (p50 ratio, same run): **{d['speedup_vs_reference']:.2f}x**.",
               "", "## Details", "",
               f"- runner: `{json.dumps(d['runner'], default=str)}`",

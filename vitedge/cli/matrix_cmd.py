@@ -67,6 +67,7 @@ def matrix_command(
     threads: ThreadsOpt = None,
     batch_sweep: Annotated[str, typer.Option(help="Batch sizes for the side-by-side latency, e.g. 1,8.")] = "1",
     bench_budget: Annotated[float, typer.Option(help="Seconds of side-by-side timing per batch size.")] = 10.0,
+    throughput: Annotated[bool, typer.Option(help="Also measure each bundle's images/s with all cores (best of a batch x parallel-streams sweep, as `vitedge bench --throughput`).")] = True,
     seed: SeedOpt = 0,
     option: OptionOpt = None,
     max_drop: Annotated[float | None, typer.Option(help="Accuracy budget (pts) for the targets that can keep layers in higher precision (as `export --max-drop`); the others run as usual.", rich_help_panel="Accuracy-aware fallback")] = None,
@@ -112,7 +113,7 @@ def matrix_command(
             request = plan.request(out, eval_data=eval_data, eval_n=eval_n, seed=seed, threads=n_threads,
                                    calibration=calibration, bench=BenchConfig(warmup=5, min_runs=10, budget_s=1.0))
             cells.append(run_cell(loaded, request, out, shared))
-    time_side_by_side(loaded, cells, out, n_threads, batches, bench_budget)
+    time_side_by_side(loaded, cells, out, n_threads, batches, bench_budget, throughput)
     _write_merged(read_cells([out]), out)
     if not any(c.get("passed") for c in cells):
         raise ParityError("no target passed its parity gate; see matrix.md")

@@ -117,11 +117,11 @@ def _static_batch(bundle: Path) -> int | None:
 
 
 def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Path, threads: int,
-                      batches: tuple[int, ...], budget_s: float) -> None:
+                      batches: tuple[int, ...], budget_s: float, throughput: bool = True) -> None:
     """Re-time every runnable cell and the PyTorch reference side by side (per batch size), each
     in its own process, one working at a time (vitedge.bench.isolated: in one process they
     measurably slow each other down); store the result in each cell as `latency_ms` (batch 1)
-    and `batch_sweep`."""
+    and `batch_sweep`; then (`throughput`) each bundle's images/s with all cores."""
     from vitedge.bench.isolated import Contestant, time_isolated
     from vitedge.models.checkpoint import save_checkpoint
     from vitedge.progress import make_progress
@@ -173,3 +173,31 @@ def time_side_by_side(loaded: LoadedModel, cells: list[dict[str, Any]], out: Pat
                                         "speedup_vs_pytorch": ref[b].p50 / st.p50 if b in ref else None}
                                for b, st in own.items()}
         write_cell(out, cell)
+    if throughput:
+        measure_throughput(cells, bundles, out, threads, budget_s)
+
+
+def measure_throughput(cells: list[dict[str, Any]], bundles: dict[str, Path], out: Path, cores: int,
+                       budget_s: float) -> None:
+    """Each bundle's images/s with all cores (vitedge.bench.throughput: the best of its batch x
+    parallel-streams sweep, the runtime's own way of running in parallel), one bundle at a time
+    so none shares the cores with another; stored in the cell as `throughput`. A setting the
+    runtime cannot run leaves that cell's column empty with the reason, not the matrix failed."""
+    from vitedge.bench.throughput import MEASURE_S, sweep
+    from vitedge.errors import VitedgeError
+    from vitedge.progress import make_progress
+
+    with make_progress() as progress:
+        task = progress.add_task(f"matrix: throughput, {len(bundles)} bundles one at a time, {cores} cores",
+                                 total=len(bundles))
+        for cell in cells:
+            if cell["target"] not in bundles:
+                continue
+            try:
+                # a point measures at most a quarter of the side-by-side budget (--bench-budget)
+                cell["throughput"] = sweep(bundles[cell["target"]], cores,
+                                           measure_s=min(MEASURE_S, budget_s / 4)).to_dict()
+            except VitedgeError as e:
+                cell["throughput"] = {"images_per_s": None, "error": str(e).splitlines()[0][:200]}
+            write_cell(out, cell)
+            progress.advance(task)

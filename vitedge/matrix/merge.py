@@ -59,6 +59,10 @@ def rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "load_ms": (c.get("device_profile") or {}).get("load_cold_ms"),
             "first_ms": (c.get("device_profile") or {}).get("first_ms"),
             "placement": c.get("placement"),
+            # all cores, the best of a batch x streams sweep (vitedge.bench.throughput)
+            "images_per_s": (c.get("throughput") or {}).get("images_per_s"),
+            "throughput_setting": (c.get("throughput") or {}).get("setting")
+            or (c.get("throughput") or {}).get("error"),
         })
     order = {"passed": 0, "kit only, predicted": 1, "not judged": 2, "failed": 3}
     out.sort(key=lambda r: (r["model"], order.get(r["status"], 4), r["p50_ms"] if r["p50_ms"] is not None else 1e9))
@@ -86,15 +90,16 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
         lines += [f"Judged on: {'; '.join(judged)}.", ""] if judged else []
         lines += [
                   "| target | status | size MB | accuracy | delta vs PyTorch (pts) | cosine min | top-1 agreement "
-                  "| p50 ms | p90 ms | speed-up vs PyTorch | peak MB | load ms | first ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| p50 ms | p90 ms | speed-up vs PyTorch | peak MB | load ms | first ms | img/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mrows:
             status = r["status"] if not r["error"] else f"error: {r['error'][:80]}"
             lines.append(
                 f"| {r['target']} | {status} | {_fmt(r['size_mb'], '.2f')} | {_fmt(r['accuracy'], '.2%')} | "
                 f"{_fmt(r['delta_pts'], '+.2f')} | {_fmt(r['cosine_min'], '.5f')} | {_agreement(r)} | "
                 f"{_fmt(r['p50_ms'], '.3f')} | {_fmt(r['p90_ms'], '.3f')} | {_fmt(r['speedup_vs_pytorch'], '.2f') + 'x' if r['speedup_vs_pytorch'] else '-'} | "
-                f"{_fmt(r.get('peak_mb'), '.0f')} | {_fmt(r.get('load_ms'), '.0f')} | {_fmt(r.get('first_ms'), '.1f')} |")
+                f"{_fmt(r.get('peak_mb'), '.0f')} | {_fmt(r.get('load_ms'), '.0f')} | {_fmt(r.get('first_ms'), '.1f')} | "
+                f"{_fmt(r.get('images_per_s'), '.0f')} |")
         sweeps = [r for r in mrows if r["batch_sweep"]]
         batches = sorted({int(b) for r in sweeps for b in r["batch_sweep"]})
         if len(batches) > 1:
@@ -128,6 +133,12 @@ def render_markdown(table: list[dict[str, Any]]) -> str:
             lines += ["", "Peak MB: the most memory the artifact's process held above its baseline (numpy + "
                       "vitedge) while loading, on its first inference and in the timed runs; load ms: open and "
                       "compile, cold; first ms: the first inference (each artifact in its own process)."]
+        tput = [r for r in mrows if r.get("throughput_setting")]
+        if tput:
+            lines += ["", "img/s: images per second with all cores, the best point of a batch x parallel-streams "
+                      "sweep in the runtime's own way of running in parallel (`vitedge bench --throughput`); "
+                      "the setting that won:", ""]
+            lines += [f"- {r['target']}: {r['throughput_setting']}" for r in tput]
         measured = {r["latency_measured"] for r in mrows if r["latency_measured"]}
         lines += ["", "Latency measured: " + "; ".join(sorted(measured)) if measured else "", ""]
     return "\n".join(lines)

@@ -39,12 +39,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vitedge.errors import ExportError, UsageError
+from vitedge.kit_common import PROFILE_FILE, ship_profile
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
 from vitedge.targets.registry import Artifact, Target, register_target
 
 PACKAGE = "model.mlpackage"
 KIT_SCRIPT = "verify_coreml.py"
+DEVICE_PROFILE_COMMAND = f"python {KIT_SCRIPT}"  # run in the kit on a Mac
 WEIGHT_THRESHOLD = 2048  # coremltools' default: constants with more elements are quantised
 PREDICTED_BY = "ONNX Runtime on an fp16 ONNX stand-in (CPU, graph optimisations off)"
 TARGETS = ("iOS16", "iOS17", "iOS18")
@@ -199,6 +201,7 @@ def _standin(ctx: BuildContext, precision: str) -> tuple[str, dict[str, Any]]:
 def _write_kit(ctx: BuildContext, precision: str, batch: int, tol: Any) -> list[str]:
     script = resources.files("vitedge.coreml_kit") / KIT_SCRIPT
     (ctx.bundle_dir / KIT_SCRIPT).write_text(script.read_text())
+    ship_profile(ctx.bundle_dir)
     card = ctx.loaded.card
     kit = {
         "package": PACKAGE, "precision": precision, "input_name": "input", "output_name": "logits",
@@ -210,7 +213,7 @@ def _write_kit(ctx: BuildContext, precision: str, batch: int, tol: Any) -> list[
     }
     (ctx.bundle_dir / "kit.json").write_text(json.dumps(kit, indent=2) + "\n")
     (ctx.bundle_dir / "KIT.md").write_text(_kit_readme(precision, batch))
-    return [KIT_SCRIPT, "kit.json", "KIT.md"]
+    return [KIT_SCRIPT, PROFILE_FILE, "kit.json", "KIT.md"]
 
 
 def _kit_readme(precision: str, batch: int) -> str:
@@ -226,6 +229,9 @@ not measured on Apple hardware. Verify it on the device class you ship to.
 3. `python {KIT_SCRIPT}` loads the package, runs the inputs in `reference.npz` (batch {batch}),
    compares with the PyTorch outputs shipped there (exit 4 on mismatch) and times each compute
    unit (`--compute-units ALL,CPU_ONLY,CPU_AND_GPU,CPU_AND_NE`, `--runs 200`).
+   It also measures what the report could not here: `device_profile` (vitedge's memory / load /
+   first-inference / p50-p90-p99 fields; on macOS the memory peaks count from process start) and
+   `throughput` (images/s, 1-2 threads with a model each; `--no-throughput` skips it).
 4. In an app: drag `{PACKAGE}` into Xcode; the input is the preprocessed float32 tensor `input`
    described in the package, the output `logits`. Preprocessing and class names are in the
    package's user-defined metadata (`vitedge.preprocess`, `vitedge.classes`).
@@ -275,6 +281,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         "package_bytes": sum((ctx.bundle_dir / f).stat().st_size for f in files),
         "standin": {"file": standin, **standin_facts},
         "kit_files": kit_files,
+        "device_profile_command": DEVICE_PROFILE_COMMAND,  # report.json/md name it (Core ML cannot run here)
         "activation_quantisation": "not offered from Linux (coremltools calibrates it by running Core ML)"
                                    if precision == "int8" else None,
         # the bundle README's app snippet (vitedge.bundle.readme): its runtime here is the stand-in's
@@ -284,7 +291,9 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         standin, [*files, standin, *kit_files], "onnxruntime", {"graph_optimization": "disable"},
         details=details, predicted_by=PREDICTED_BY,
         notes=["Core ML cannot run on Linux: the package was converted and checked (spec, metadata) but "
-               "NOT run here; parity is predicted by a CPU stand-in. Run verify_coreml.py on a Mac (KIT.md)."],
+               "NOT run here; parity is predicted by a CPU stand-in, and the device profile (memory, load, "
+               "first inference) and throughput were not measured. Run verify_coreml.py on a Mac (KIT.md): "
+               "it checks parity and measures both."],
     )
 
 

@@ -40,6 +40,7 @@ from vitedge.diagnose.readers import diagnose_pt2e
 from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
+from vitedge.targets.pt2e_fuse import large_depthwise, large_depthwise_note
 from vitedge.targets.registry import Artifact, Target, register_target
 
 MODEL_FILE = "model.pte"
@@ -60,6 +61,8 @@ class EtOptions:
     keep_float: tuple[str, ...] = opt(
         (), "int8: module names (e.g. blocks.0.mlp.0, head) left in float; the accuracy-aware "
             "fallback extends this", hidden=True)
+    float_depthwise: bool = opt(True, "int8: keep depthwise convs larger than 5x5 float (XNNPACK's int8 "
+                                      "kernel for them is slower than its fp32 one: targets.pt2e_fuse)")
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -143,6 +146,9 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
     module = ctx.loaded.module
     ctx.check_module_names(o.keep_float, "--et-keep-float")
     keep = ctx.float_modules(o.keep_float, o.quantize_head)
+    large = large_depthwise(module)
+    if o.float_depthwise:
+        keep += tuple(n for n in large if n not in keep)
     from torchao.quantization.pt2e.quantizer import (
         get_bias_qspec,
         get_input_act_qspec,
@@ -187,6 +193,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
         "conv_clamp_fused": sum(fused),  # Conv + ReLU6 pairs quantised as one op (targets.pt2e_fuse)
         "kept_float": list(keep),
         "calibration": ctx.calibration.provenance(),
+        "large_depthwise": {"names": list(large), "kept_float": o.float_depthwise},
     }
     return converted, facts
 
@@ -320,6 +327,9 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         "build_seconds": timings,
     })
     notes = []
+    large = (details.get("large_depthwise") or {}).get("names")
+    if large:
+        notes.append(large_depthwise_note(tuple(large), details["large_depthwise"]["kept_float"], "et-float-depthwise"))
     if report["non_delegated_ops"]:
         top = ", ".join(f"{k} x{v}" for k, v in list(report["non_delegated_ops"].items())[:6])
         notes.append(f"{report['non_delegated_nodes']} node(s) run on ExecuTorch's portable kernels "

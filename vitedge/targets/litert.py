@@ -44,6 +44,7 @@ from vitedge.diagnose.readers import diagnose_pt2e
 from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
+from vitedge.targets.pt2e_fuse import large_depthwise, large_depthwise_note
 from vitedge.targets.registry import Artifact, Target, register_target
 
 MODEL_FILE = "model.tflite"
@@ -66,6 +67,9 @@ class LiteRTOptions:
     keep_float: tuple[str, ...] = opt(
         (), "litert-int8: PyTorch module names (e.g. blocks.5.mlp) whose ops stay float, submodules included",
         hidden=True)
+    # Off here, on for et-int8: litert-int8 stays full-integer by default (see quantize_head).
+    float_depthwise: bool = opt(False, "litert-int8: keep depthwise convs larger than 5x5 float (XNNPACK's "
+                                       "int8 kernel for them is slower; the model is then not full-integer)")
 
     def __post_init__(self) -> None:
         if self.calib_batch < 1:
@@ -258,6 +262,9 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
     module = ctx.loaded.module.eval()
     ctx.check_module_names(opts.keep_float, "--litert-keep-float")
     keep = ctx.float_modules(opts.keep_float, opts.quantize_head)
+    large = large_depthwise(module)
+    if opts.float_depthwise:
+        keep += tuple(n for n in large if n not in keep)
     x = ctx.example_input()
     t0 = time.perf_counter()
     try:
@@ -306,7 +313,8 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
         "prepare_s": round(t1 - t0, 1),
         "convert_s": round(secs, 1),
     }
-    return _finish(ctx, "int8", details, [])
+    notes = [large_depthwise_note(large, opts.float_depthwise, "litert-float-depthwise")] if large else []
+    return _finish(ctx, "int8", details, notes)
 
 
 def _pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:

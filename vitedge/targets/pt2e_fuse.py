@@ -55,3 +55,34 @@ def annotate_conv_clamp(gm: Any, config: Any, qspecs: tuple[Callable[..., Any], 
             n.meta.setdefault(Q_ANNOTATION_KEY, QuantizationAnnotation())._annotated = True
         done += 1
     return done
+
+
+# XNNPACK (the CPU backend of both ExecuTorch and LiteRT) runs an int8 depthwise convolution with
+# a kernel larger than 5x5 slower than the same convolution in fp32. Measured 2026-12-05 (Xeon,
+# AVX-512 VNNI, side by side in own processes): convnext-zepto litert-int8 1.96 -> 1.44 ms at 1
+# thread and 1.22 -> 1.01 ms at 2 with its ten 7x7 depthwise convs kept float (without them at
+# all: 0.39 ms, so they are most of the model's time); timm convnext_atto at 224 px 15.1 -> 12.2
+# ms; et-int8 convnext-zepto 1.60 -> 1.39 ms. The op placement report cannot show this: the ops
+# are on the delegate, its int8 kernel is just slow. 3x3 and 5x5 (MobileNet, EfficientNet) have
+# fast int8 kernels and stay quantised.
+LARGE_DEPTHWISE_TAPS = 25
+
+
+def large_depthwise(module: Any) -> tuple[str, ...]:
+    """Names of the depthwise Conv2d modules of `module` with more than 5x5 taps."""
+    import torch
+
+    return tuple(name for name, m in module.named_modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+                 and m.kernel_size[0] * m.kernel_size[1] > LARGE_DEPTHWISE_TAPS)
+
+
+def large_depthwise_note(names: tuple[str, ...], kept: bool, flag: str) -> str:
+    """The report's line on the large depthwise convolutions (kept float or not, and why)."""
+    if kept:
+        return (f"{len(names)} depthwise convolution(s) larger than 5x5 kept float ({names[0]}, ...): XNNPACK's "
+                f"int8 kernel for them is slower than its fp32 one (measured: vitedge.targets.pt2e_fuse); "
+                f"--no-{flag} quantises them too")
+    return (f"{len(names)} depthwise convolution(s) larger than 5x5 are int8 ({names[0]}, ...): XNNPACK's int8 "
+            f"kernel for them is slower than its fp32 one (convnext-zepto: 1.22 -> 1.01 ms kept float); "
+            f"--{flag} keeps them float at the cost of a full-integer model")

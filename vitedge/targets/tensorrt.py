@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vitedge.errors import ExportError, MissingDependencyError, UsageError
+from vitedge.kit_common import PROFILE_FILE, ship_profile
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
 from vitedge.targets.ort_int8 import (
@@ -75,6 +76,7 @@ class TrtOptions:
 
 
 KIT_FILES = ("engine.py", "build_engine.py", "verify_engine.py")
+DEVICE_PROFILE_COMMAND = "python verify_engine.py"  # run in the kit on the GPU machine
 PREDICTED_BY = "ONNX Runtime with graph optimisations off"
 
 
@@ -151,6 +153,7 @@ def _write_kit(ctx: BuildContext, onnx_file: str, cfg: BuildConfig, precision: s
     kit_src = resources.files("vitedge.trt_kit")
     for name in KIT_FILES:
         (ctx.bundle_dir / name).write_text((kit_src / name).read_text())
+    ship_profile(ctx.bundle_dir)
     tol = tolerance_for(precision, untrained=ctx.loaded.card.untrained)
     kit = {
         "onnx": onnx_file, "precision": precision, "input_name": "input", "output_name": "logits",
@@ -167,7 +170,7 @@ def _write_kit(ctx: BuildContext, onnx_file: str, cfg: BuildConfig, precision: s
         "cd \"$(dirname \"$0\")\"\nexec " + cfg.trtexec_command(onnx_file, "model.engine") + " \"$@\"\n")
     (ctx.bundle_dir / "trtexec.sh").chmod(0o755)
     (ctx.bundle_dir / "KIT.md").write_text(_kit_readme(onnx_file, cfg, precision))
-    return [*KIT_FILES, "kit.json", "trtexec.sh", "KIT.md"]
+    return [*KIT_FILES, PROFILE_FILE, "kit.json", "trtexec.sh", "KIT.md"]
 
 
 def _kit_readme(onnx_file: str, cfg: BuildConfig, precision: str) -> str:
@@ -183,6 +186,9 @@ Engines are specific to the GPU and TensorRT version they are built with, so bui
 4. `python verify_engine.py` compares the engine with the PyTorch reference outputs in
    `reference.npz` (exit 4 on mismatch) and prints host latency and GPU compute time.
    With vitedge installed, `vitedge verify .` and `vitedge bench model.engine` work too.
+   It also measures what the report could not here: `device_profile` (vitedge's memory / load /
+   first-inference / p50-p90-p99 fields, plus the GPU memory the load took) and `throughput`
+   (images/s, batch 1/4/8 x 1-2 execution contexts; `--no-throughput` skips it).
 """
 
 
@@ -247,11 +253,13 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
                                      "the build kit is ready but was not kept")
     details["engine"] = None
     details["kit_files"] = kit_files
+    details["device_profile_command"] = DEVICE_PROFILE_COMMAND  # report.json/md name it (no engine here)
     return Artifact(
         onnx_file.name, files, "onnxruntime", {"graph_optimization": "disable"}, details=details,
         predicted_by=PREDICTED_BY,
         notes=[f"engine not built here ({why_not}); copy the bundle to the GPU machine and run "
-               "build_engine.py then verify_engine.py (see KIT.md)"],
+               "build_engine.py then verify_engine.py (see KIT.md), which also measures the device "
+               "profile (memory, load, first inference) and throughput that were NOT measured here"],
     )
 
 

@@ -229,17 +229,23 @@ class IOTensor:
 
 
 class TrtEngine:
-    """A deserialised engine with one execution context, device buffers and a CUDA stream."""
+    """A deserialised engine with one execution context, device buffers and a CUDA stream.
 
-    def __init__(self, engine_path: str | Path):
+    `share`: use that TrtEngine's deserialised engine instead of reading the file again (see
+    `fork`)."""
+
+    def __init__(self, engine_path: str | Path, share: TrtEngine | None = None):
         require_tensorrt()
         import tensorrt as trt
 
         self.cudart = import_cudart()
         self.path = Path(engine_path)
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
-        engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if share is not None:
+            engine: trt.ICudaEngine | None = share.engine
+        else:
+            logger = trt.Logger(trt.Logger.WARNING)
+            runtime = trt.Runtime(logger)
+            engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise RuntimeError(f"{self.path}: TensorRT cannot deserialise this engine (built with another "
                                f"TensorRT version or GPU? this is TensorRT {tensorrt_version()})")
@@ -248,6 +254,13 @@ class TrtEngine:
         self.stream = _check(self.cudart, self.cudart.cudaStreamCreate())
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
         self.io = self._describe()
+
+    def fork(self) -> TrtEngine:
+        """A second execution context of the same engine, with its own CUDA stream and buffers.
+
+        An execution context runs one inference at a time, so parallel streams (throughput) need
+        one each; sharing the engine costs each only its activation memory, not the weights again."""
+        return TrtEngine(self.path, share=self)
 
     def _describe(self) -> list[IOTensor]:
         import tensorrt as trt
