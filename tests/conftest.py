@@ -11,6 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Two cores on CI: keep every library to its share so tests running side by side don't thrash.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+if os.environ.get("VITEDGE_TEST_PIN") and _WORKERS > 1 and len(_CORES) >= _WORKERS:
+    # One core per xdist worker (and every process it spawns): runtimes size their pools from
+    # the affinity (runtimes.base.default_threads), so two workers never oversubscribe two cores
+    # with spinning thread pools.
+    _i = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]) % _WORKERS
+    _share = _CORES[_i::_WORKERS]
+    os.sched_setaffinity(0, _share)
+    os.environ["OMP_NUM_THREADS"] = str(len(_share))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
@@ -18,8 +28,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 def torch_threads():
     import torch
 
-    torch.set_num_threads(2)
-    return 2
+    n = min(2, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else 2
+    torch.set_num_threads(n)
+    return n
 
 
 @pytest.fixture(scope="session")
