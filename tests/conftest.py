@@ -13,15 +13,40 @@ ROOT = Path(__file__).resolve().parent.parent
 # Two cores on CI: keep every library to its share so tests running side by side don't thrash.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 _CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-if os.environ.get("VITEDGE_TEST_PIN") and _WORKERS > 1 and len(_CORES) >= _WORKERS:
+if not os.environ.get("VITEDGE_TEST_NO_PIN") and _WORKERS > 1 and len(_CORES) >= _WORKERS:
     # One core per xdist worker (and every process it spawns): runtimes size their pools from
     # the affinity (runtimes.base.default_threads), so two workers never oversubscribe two cores
-    # with spinning thread pools.
+    # with spinning thread pools (ONNX Runtime, OpenMP). Measured on 2 cores, -n 2, four test
+    # files: 186 s -> 150 s. A test about using several cores asks for `all_cores`.
     _i = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]) % _WORKERS
     _share = _CORES[_i::_WORKERS]
     os.sched_setaffinity(0, _share)
     os.environ["OMP_NUM_THREADS"] = str(len(_share))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (item.rep_setup / rep_call / rep_teardown), so a
+    fixture's teardown can tell whether its test passed."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture
+def all_cores():
+    """Every core of the machine for this test (and what it spawns), whatever core its xdist
+    worker was pinned to: for tests of thread counts and parallel streams. Yields the count."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield os.cpu_count() or 1
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(_CORES) or before)
+    try:
+        yield len(os.sched_getaffinity(0))
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def test_memory_phases_match_what_the_process_allocated(tmp_path):
     assert p.frame == "1x3x8x8 float32"
 
 
-def test_bench_prints_the_profile_of_a_real_bundle(tmp_path, capsys):
+def test_bench_prints_the_profile_of_a_real_bundle(tmp_path, capsys, all_cores):
     from vitedge.cli.main import main
 
     out = tmp_path / "b"

@@ -22,7 +22,7 @@ from vitedge.models.resolve import load_model
 from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 from vitedge.runtimes.openvino_runner import OpenVinoRunner
 from vitedge.runtimes.ort_runner import OrtRunner
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 FAST_BENCH = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
 
@@ -220,7 +220,7 @@ def _perturbed(ctx):
 
 
 register_target(Target(name="test-perturbed-onnx", runtime="onnxruntime", precision="fp32",
-                       description="test only: onnx-fp32 with a perturbed bias", build=_perturbed,
+                       description="test only: onnx-fp32 with a perturbed bias", hooks=Hooks(build=_perturbed),
                        in_matrix=False))
 
 

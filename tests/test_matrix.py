@@ -9,7 +9,7 @@ import pytest
 from vitedge.cli.main import main
 from vitedge.errors import ExportError
 from vitedge.matrix.plot import pareto_front
-from vitedge.targets.registry import Target, register_target
+from vitedge.targets.registry import Hooks, Target, register_target
 
 pytestmark = pytest.mark.slow  # full matrices with side-by-side timing (~1 min)
 
@@ -19,10 +19,10 @@ def _broken(ctx):
 
 
 register_target(Target(name="test-broken", runtime="onnxruntime", precision="fp32", in_matrix=False,
-                       description="test only: a target whose build fails", build=_broken))
+                       description="test only: a target whose build fails", hooks=Hooks(build=_broken)))
 
 
-def test_matrix_with_a_failing_target(tmp_path):
+def test_matrix_with_a_failing_target(tmp_path, all_cores):
     out = tmp_path / "m"
     code = main(["matrix", "convnext-zepto", "--targets", "onnx-fp32,ov-fp32,test-broken,trt-fp16",
                  "--out", str(out), "--eval-n", "200", "--bench-budget", "1", "--batch-sweep", "1,4"])

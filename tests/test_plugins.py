@@ -32,7 +32,7 @@ from typing import ClassVar
 from vitedge.options import opt
 from vitedge.runtimes.ort_runner import OrtRunner
 from vitedge.runtimes.registry import RuntimeSpec
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 RUNTIME = RuntimeSpec(name="dummy-ort", runner="dummy_plugin:DummyRunner", module="onnxruntime",
                       packages=("onnxruntime",), opens=(".dummyonnx",), install="pip install onnxruntime")
@@ -56,7 +56,7 @@ def build(ctx):
     return Artifact(dst.name, [dst.name], "dummy-ort", {}, details={"note": ctx.options.note})
 
 
-register_target(Target(name="dummy-fp32", runtime="dummy-ort", precision="fp32", build=build,
+register_target(Target(name="dummy-fp32", runtime="dummy-ort", precision="fp32", hooks=Hooks(build=build),
                        options=DummyOptions, description="test plugin: ONNX under another suffix"))
 '''
 
@@ -139,6 +139,28 @@ def test_old_spellings_still_work_with_one_deprecation_line():
     assert len(warned) == 4 and all(w.startswith("vitedge: deprecated: ") for w in warned)
     assert "--ort-calib-method / --trt-calib-method" in warned[0]
     assert rewrite_argv(["eval", "m", "--limit", "5"], warned.append) == ["eval", "m", "--eval-n", "5"]
+
+
+def test_a_target_declares_its_hooks_together_and_the_old_spelling_still_works():
+    from vitedge.targets.registry import HOOK_NAMES, Hooks, Target, all_targets
+
+    def build(ctx):  # never called: the declaration is what is tested
+        raise AssertionError
+
+    new = Target(name="t-new", runtime="onnxruntime", precision="fp32", description="d", hooks=Hooks(build=build))
+    with pytest.warns(DeprecationWarning, match="hooks=Hooks"):
+        old = Target(name="t-old", runtime="onnxruntime", precision="fp32", description="d", build=build,
+                     diagnose=len, in_matrix=False)
+    assert old.hooks == Hooks(build=build, diagnose=len) and old.build is build and old.diagnose is len
+    assert new.build is build and new.diagnose is None and old.in_matrix is False and new.in_matrix is True
+    with pytest.raises(TypeError, match="unknown field"):
+        Target(name="t", runtime="onnxruntime", precision="fp32", description="d", hooks=Hooks(build=build), bild=1)
+    with pytest.raises(TypeError, match="hooks=Hooks"):
+        Target(name="t", runtime="onnxruntime", precision="fp32", description="d", hooks=Hooks(build=build),
+               build=build)
+    # every registered target is declared the new way: no hook among its declaration fields
+    for t in all_targets():
+        assert isinstance(t.hooks, Hooks) and not set(HOOK_NAMES) & set(t.__dataclass_fields__), t.name
 
 
 def test_generated_flags_become_typed_options():

@@ -42,7 +42,7 @@ from vitedge.errors import ExportError, UsageError
 from vitedge.kit_common import PROFILE_FILE, ship_profile
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 PACKAGE = "model.mlpackage"
 KIT_SCRIPT = "verify_coreml.py"
@@ -316,8 +316,8 @@ def build_coreml_int8(ctx: BuildContext) -> Artifact:
 _CML: dict[str, Any] = dict(runtime="onnxruntime", options=CoreMLOptions, extra="coreml", requires=("coremltools", "torch"),
             source="onnx", kit=True, auto=("mobile",))
 register_target(Target(
-    name="coreml-fp16", precision="fp16", build=build_coreml_fp16, **_CML,
+    name="coreml-fp16", precision="fp16", hooks=Hooks(build=build_coreml_fp16), **_CML,
     description="Core ML .mlpackage (ML Program, fp16) kit for iOS/macOS; parity predicted on CPU"))
 register_target(Target(
-    name="coreml-int8", precision="int8", build=build_coreml_int8, **_CML,
+    name="coreml-int8", precision="int8", hooks=Hooks(build=build_coreml_int8), **_CML,
     description="Core ML .mlpackage, int8 weights + fp16 compute (W8A16) kit; parity predicted on CPU"))

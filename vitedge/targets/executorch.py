@@ -41,7 +41,7 @@ from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
 from vitedge.targets.pt2e_fuse import large_depthwise, large_depthwise_note
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 MODEL_FILE = "model.pte"
 CALIB_BATCH = 16  # observer calls are the slow part of PT2E calibration; batch them
@@ -351,9 +351,9 @@ def build_et_int8(ctx: BuildContext) -> Artifact:
 _ET: dict[str, Any] = dict(runtime="executorch", options=EtOptions, extra="executorch", requires=("executorch", "torch"),
            source="module", auto=("mobile",))
 register_target(Target(
-    name="et-fp32", precision="fp32", build=build_et_fp32, **_ET,
+    name="et-fp32", precision="fp32", hooks=Hooks(build=build_et_fp32), **_ET,
     description="ExecuTorch .pte, XNNPACK delegate, fp32 (Android/iOS/Linux boards; verified here)"))
 register_target(Target(
-    name="et-int8", precision="int8", build=build_et_int8, needs_calibration=True,
-    fallback_option="keep_float", diagnose=diagnose_pt2e, **_ET,
+    name="et-int8", precision="int8", hooks=Hooks(build=build_et_int8, diagnose=diagnose_pt2e), needs_calibration=True,
+    fallback_option="keep_float", **_ET,
     description="ExecuTorch .pte, XNNPACK delegate, int8 static PT2E quantisation (per-channel weights)"))

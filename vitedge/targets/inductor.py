@@ -44,7 +44,7 @@ from vitedge.diagnose.readers import diagnose_pt2e
 from vitedge.errors import ExportError, Interrupted, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 MODEL_FILE = "model.pt2"
 # AOTI's own metadata (the package keeps str -> str); the runner reads the input shape from it.
@@ -299,11 +299,11 @@ def build_inductor_int8(ctx: BuildContext) -> Artifact:
 _COMMON = dict(runtime="aoti", options=InductorOptions, extra="torchao", source="module")
 
 register_target(Target(
-    name="inductor-int8", precision="int8", build=build_inductor_int8, requires=("torch", "torchao"),
+    name="inductor-int8", precision="int8", hooks=Hooks(build=build_inductor_int8, diagnose=diagnose_pt2e), requires=("torch", "torchao"),
     # In the default matrix and an auto-cpu candidate although its AOTInductor compile costs
     # 30-170 s on 2 cores: it is PyTorch's own fast INT8 path and, at 224 px, the fastest
     # artifact for some models (issue 14: ConvNeXt-T); auto measures whether it wins here.
-    needs_calibration=True, fallback_option="keep_float", diagnose=diagnose_pt2e, auto=("x86",),
+    needs_calibration=True, fallback_option="keep_float", auto=("x86",),
     **_COMMON,  # type: ignore[arg-type]
     description="PT2E static int8 (torchao X86InductorQuantizer), AOTInductor .pt2 with frozen, "
                 "prepacked oneDNN int8 kernels"))

@@ -45,7 +45,7 @@ from vitedge.errors import ExportError, UsageError
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
 from vitedge.targets.pt2e_fuse import large_depthwise, large_depthwise_note
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 MODEL_FILE = "model.tflite"
 DELEGATES = ("xnnpack", "none")
@@ -332,16 +332,16 @@ _COMMON = dict(runtime="litert", options=LiteRTOptions, extra="litert", requires
                source="module", auto=("mobile",))
 
 register_target(Target(
-    name="litert-fp32", precision="fp32", build=build_litert_fp32, embed=_pixels,
+    name="litert-fp32", precision="fp32", hooks=Hooks(build=build_litert_fp32, embed=_pixels),
     description="LiteRT .tflite (litert-torch), XNNPACK delegate; Android / embedded Linux",
     **_COMMON))  # type: ignore[arg-type]
 register_target(Target(
-    name="litert-fp16", precision="fp16", build=build_litert_fp16, embed=_pixels,
+    name="litert-fp16", precision="fp16", hooks=Hooks(build=build_litert_fp16, embed=_pixels),
     description="LiteRT .tflite with fp16 weights (ai-edge-quantizer float casting), XNNPACK delegate",
     requires=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
     **{k: v for k, v in _COMMON.items() if k != "requires"}))  # type: ignore[arg-type]
 register_target(Target(
-    name="litert-int8", precision="int8", build=build_litert_int8,
+    name="litert-int8", precision="int8", hooks=Hooks(build=build_litert_int8, diagnose=diagnose_pt2e),
     description="LiteRT full-int8 .tflite: litert-torch PT2E static quantisation, per-channel weights",
-    needs_calibration=True, fallback_option="keep_float", diagnose=diagnose_pt2e,
+    needs_calibration=True, fallback_option="keep_float",
     **_COMMON))  # type: ignore[arg-type]

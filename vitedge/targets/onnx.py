@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 
 def build_onnx_fp32(ctx: BuildContext) -> Artifact:
@@ -41,5 +41,4 @@ def _diagnose(*args, **kwargs):  # type: ignore[no-untyped-def]
 register_target(Target(
     name="onnx-fp32", runtime="onnxruntime", precision="fp32", extra="ort", requires=("onnxruntime",),
     description="ONNX (fp32), cleaned with onnxslim; runs on ONNX Runtime or any ONNX runtime",
-    build=build_onnx_fp32, diagnose=_diagnose, auto=("x86",), dynamic_size=True, embed=embed_pixels,
-))
+    hooks=Hooks(build=build_onnx_fp32, diagnose=_diagnose, embed=embed_pixels), auto=("x86",), dynamic_size=True))

@@ -23,7 +23,7 @@ from vitedge.options import opt
 from vitedge.quiet import quiet
 from vitedge.sysinfo import cpu_flags
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 MODEL_FILE = "model.xml"
 
@@ -214,15 +214,15 @@ def _diagnose(fp32_onnx: Path, artifact_file: Path, x: Any, work: Path) -> Any:
 # This is the IR difference to NNCF's own pipeline (which converts the raw export).
 # ConvNeXt channels-first (vitedge.export.rewrites: no Transposes, so no layout Reorders; timm
 # convnext_tiny NNCF INT8 1.5x faster).
-OV_TARGET = dict(runtime="openvino", extra="ov", requires=("openvino",), diagnose=_diagnose, dynamic_size=True,
-                 embed=embed_pixels,
-           onnx_slim_skip=("FusionGemm",), export_rewrites=("convnext-channels-first",))
+OV_TARGET = dict(runtime="openvino", extra="ov", requires=("openvino",), dynamic_size=True,
+                 onnx_slim_skip=("FusionGemm",), export_rewrites=("convnext-channels-first",))
+OV_HOOKS = dict(diagnose=_diagnose, embed=embed_pixels)  # every ov-* target's, beside its build
 register_target(Target(
-    name="ov-fp32", precision="fp32", build=build_ov_fp32, options=OvOptions, auto=("x86",), **OV_TARGET,
+    name="ov-fp32", precision="fp32", hooks=Hooks(build=build_ov_fp32, **OV_HOOKS), options=OvOptions, auto=("x86",), **OV_TARGET,
     description="OpenVINO IR, fp32 weights, inference precision pinned to f32"))
 register_target(Target(
-    name="ov-fp16", precision="fp16", build=build_ov_fp16, options=OvOptions, auto=("x86",), **OV_TARGET,
+    name="ov-fp16", precision="fp16", hooks=Hooks(build=build_ov_fp16, **OV_HOOKS), options=OvOptions, auto=("x86",), **OV_TARGET,
     description="OpenVINO IR, fp16-compressed weights (f16 compute only on CPUs with native fp16)"))
 register_target(Target(
-    name="ov-bf16", precision="bf16", build=build_ov_bf16, options=OvOptions, auto=("x86",), host_check=bf16_host,
+    name="ov-bf16", precision="bf16", hooks=Hooks(build=build_ov_bf16, host_check=bf16_host, **OV_HOOKS), options=OvOptions, auto=("x86",),
     **OV_TARGET, description="OpenVINO IR computed in bf16 (the CPU plugin's default where the CPU has native bf16)"))

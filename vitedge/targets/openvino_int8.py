@@ -26,6 +26,7 @@ from vitedge.runtimes import sigstack
 from vitedge.targets.context import BuildContext
 from vitedge.targets.openvino import (
     MODEL_FILE,
+    OV_HOOKS,
     OV_TARGET,
     OvOptions,
     bf16_host,
@@ -33,7 +34,7 @@ from vitedge.targets.openvino import (
     runner_options,
     save_ir,
 )
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ def _auto_variants(card: Any) -> tuple[dict[str, Any], ...]:
 
 
 register_target(Target(
-    name="ov-int8", precision="int8", build=build_ov_int8, options=OvInt8Options, auto=("x86",),
-    needs_calibration=True, fallback_option="ignore", preflight=_preflight, auto_variants=_auto_variants,
+    name="ov-int8", precision="int8", hooks=Hooks(build=build_ov_int8, preflight=_preflight, auto_variants=_auto_variants, **OV_HOOKS), options=OvInt8Options, auto=("x86",),
+    needs_calibration=True, fallback_option="ignore",
     **{**OV_TARGET, "requires": ("openvino", "nncf")},
     description="OpenVINO IR quantised by NNCF PTQ (transformer model type for ViTs, SmoothQuant)"))

@@ -41,7 +41,7 @@ from vitedge.models.family import INT8_OP_TYPES
 from vitedge.options import opt
 from vitedge.targets.context import BuildContext
 from vitedge.targets.onnx import embed_pixels
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 METHODS = ("minmax", "percentile", "entropy")
 # Activation calibration defaults, shared with trt-int8 (whose Q/DQ graph this target's code builds).
@@ -244,6 +244,5 @@ def diagnose_qdq(fp32_onnx: Path, artifact_file: Path, x: Any, work: Path) -> An
 register_target(Target(
     name="ort-int8", runtime="onnxruntime", precision="int8", needs_calibration=True,
     description="QDQ ONNX by ONNX Runtime static quantisation (per-channel, ViT-aware op selection)",
-    build=build_ort_int8, options=OrtInt8Options, extra="ort", requires=("onnxruntime",),
-    fallback_option="exclude", diagnose=diagnose_qdq, auto=("x86",), dynamic_size=True, embed=embed_pixels,
-))
+    hooks=Hooks(build=build_ort_int8, diagnose=diagnose_qdq, embed=embed_pixels), options=OrtInt8Options, extra="ort", requires=("onnxruntime",),
+    fallback_option="exclude", auto=("x86",), dynamic_size=True))

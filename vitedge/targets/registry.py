@@ -3,9 +3,10 @@
 A target is one file, `vitedge/targets/<backend>.py`, that declares next to its build function:
 its name(s), the runtime that runs the artifact, the precision whose tolerances judge it, the
 pip extra it needs, a frozen options dataclass (`vitedge.options`), which graph it starts from
-(the fp32 ONNX export or the nn.Module), and its optional hooks (which option the accuracy-aware
-fallback extends with layers kept in higher precision, how `vitedge diagnose` reads its layers,
-which `auto-*` device classes consider it). It registers itself with `register_target(Target(...))`
+(the fp32 ONNX export or the nn.Module), which option the accuracy-aware fallback extends with
+layers kept in higher precision, which `auto-*` device classes consider it, and its functions in
+`Hooks` (the build; how `vitedge diagnose` reads its layers; --embed-preprocessing; preflight and
+host checks; auto's variants). It registers itself with `register_target(Target(..., hooks=Hooks(...)))`
 and is listed by module in `catalog.py` (one line); out-of-tree targets are modules named in the
 `VITEDGE_PLUGINS` environment variable (comma-separated). Nothing else in vitedge names a target.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from vitedge.errors import MissingDependencyError, UsageError
@@ -43,27 +44,11 @@ class Artifact:
 
 
 @dataclass(frozen=True)
-class Target:
-    name: str
-    runtime: str  # runtime of the artifact it writes (a kit: the runtime of its CPU stand-in)
-    precision: str  # key into vitedge.verify.tolerances.TOLERANCES
-    description: str
+class Hooks:
+    """What a target does, as functions; everything else on `Target` is declaration."""
+
     build: Callable[[Any], Artifact]  # (BuildContext) -> Artifact; ctx.options is an `options` instance
-    options: type = NoOptions  # frozen dataclass of its settings (vitedge.options)
-    extra: str = ""  # pip extra that installs what the build needs: pip install 'vitedge[EXTRA]'
-    requires: tuple[str, ...] = ()  # importable modules the build needs
-    source: str = "onnx"  # what it starts from: the fp32 ONNX export, or the nn.Module
-    needs_calibration: bool = False
-    kit: bool = False  # the real runtime cannot run here: parity is predicted by a CPU stand-in
-    fallback_option: str | None = None  # options field (node names) the accuracy-aware fallback extends
     diagnose: Callable[..., Any] | None = None  # (reference, artifact_file, x, work) -> Diagnosis; reference: fp32 ONNX path, or the module for source='module'
-    auto: tuple[str, ...] = ()  # device classes whose auto-* target considers it ("x86", ...)
-    # (model card) -> option sets (field -> value) that auto-* also builds and times as extra
-    # candidates: settings that are often faster where only the parity gate can say whether the
-    # result is good enough. Empty when the defaults already are that setting for this model.
-    auto_variants: Callable[[Any], tuple[dict[str, Any], ...]] | None = None
-    in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
-    dynamic_size: bool = False  # its artifact keeps the ONNX export's dynamic height/width (--dynamic-size)
     # --embed-preprocessing: (BuildContext, Artifact) -> the artifact rewritten to take uint8 NHWC
     # RGB pixels and preprocess inside (vitedge.export.pixels); its details["input"] says what
     # an app feeds. None: the target cannot (README: which and why).
@@ -71,6 +56,34 @@ class Target:
     preflight: Callable[[Any, Any], None] | None = None  # (options, budget): checks before any work
     # () -> why this machine cannot run its artifact (a CPU feature it needs), or None if it can.
     host_check: Callable[[], str | None] | None = None
+    # (model card) -> option sets (field -> value) that auto-* also builds and times as extra
+    # candidates: settings that are often faster where only the parity gate can say whether the
+    # result is good enough. Empty when the defaults already are that setting for this model.
+    auto_variants: Callable[[Any], tuple[dict[str, Any], ...]] | None = None
+
+
+HOOK_NAMES = tuple(f.name for f in fields(Hooks))
+
+
+@dataclass(frozen=True, init=False)
+class Target:
+    """A target's declaration: what it is, what it needs, how it is judged, and its `Hooks`."""
+
+    name: str
+    runtime: str  # runtime of the artifact it writes (a kit: the runtime of its CPU stand-in)
+    precision: str  # key into vitedge.verify.tolerances.TOLERANCES
+    description: str
+    hooks: Hooks
+    options: type = NoOptions  # frozen dataclass of its settings (vitedge.options)
+    extra: str = ""  # pip extra that installs what the build needs: pip install 'vitedge[EXTRA]'
+    requires: tuple[str, ...] = ()  # importable modules the build needs
+    source: str = "onnx"  # what it starts from: the fp32 ONNX export, or the nn.Module
+    needs_calibration: bool = False
+    kit: bool = False  # the real runtime cannot run here: parity is predicted by a CPU stand-in
+    fallback_option: str | None = None  # options field (node names) the accuracy-aware fallback extends
+    auto: tuple[str, ...] = ()  # device classes whose auto-* target considers it ("x86", ...)
+    in_matrix: bool = True  # part of `vitedge matrix`'s default list when it can run here
+    dynamic_size: bool = False  # its artifact keeps the ONNX export's dynamic height/width (--dynamic-size)
     # onnxslim fusion patterns its runtime does better without (the ONNX export it starts from
     # skips them; `vitedge matrix` then exports once per distinct setting).
     onnx_slim_skip: tuple[str, ...] = ()
@@ -78,12 +91,63 @@ class Target:
     # runtime runs faster
     export_rewrites: tuple[str, ...] = ()
 
+    def __init__(self, name: str, runtime: str, precision: str, description: str, hooks: Hooks | None = None,
+                 **declared: Any) -> None:
+        # The hooks used to be fields of their own (Target(build=..., diagnose=...)): still taken,
+        # with one deprecation line, so out-of-tree plugins keep working.
+        legacy = {k: declared.pop(k) for k in HOOK_NAMES if k in declared}
+        if legacy:
+            if hooks is not None:
+                raise TypeError(f"target {name}: give its hooks in hooks=Hooks(...) only")
+            import warnings
+
+            warnings.warn(f"target {name}: Target({', '.join(f'{k}=' for k in legacy)}...) is deprecated; pass "
+                          "hooks=Hooks(build=..., ...)", DeprecationWarning, stacklevel=2)
+            hooks = Hooks(**legacy)
+        if hooks is None:
+            raise TypeError(f"target {name}: needs hooks=Hooks(build=...)")
+        values: dict[str, Any] = {"name": name, "runtime": runtime, "precision": precision,
+                                  "description": description, "hooks": hooks}
+        for f in fields(self):
+            if f.name not in values:
+                values[f.name] = declared.pop(f.name) if f.name in declared else f.default
+        if declared:
+            raise TypeError(f"target {name}: unknown field(s) {sorted(declared)}")
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"target {self.name}: source must be one of {SOURCES}")
         if self.fallback_option is not None and self.fallback_option not in {
                 i.field for i in option_infos(self.options)}:
             raise ValueError(f"target {self.name}: fallback_option {self.fallback_option!r} is not an option")
+
+    # Read access under the old names (plugins and scripts that read target.build etc.).
+    @property
+    def build(self) -> Callable[[Any], Artifact]:
+        return self.hooks.build
+
+    @property
+    def diagnose(self) -> Callable[..., Any] | None:
+        return self.hooks.diagnose
+
+    @property
+    def embed(self) -> Callable[[Any, Artifact], Artifact] | None:
+        return self.hooks.embed
+
+    @property
+    def preflight(self) -> Callable[[Any, Any], None] | None:
+        return self.hooks.preflight
+
+    @property
+    def host_check(self) -> Callable[[], str | None] | None:
+        return self.hooks.host_check
+
+    @property
+    def auto_variants(self) -> Callable[[Any], tuple[dict[str, Any], ...]] | None:
+        return self.hooks.auto_variants
 
     @property
     def needs_onnx(self) -> bool:

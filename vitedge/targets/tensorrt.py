@@ -43,7 +43,7 @@ from vitedge.targets.ort_int8 import (
     diagnose_qdq,
     quantize_qdq,
 )
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 from vitedge.trt_kit.engine import BuildConfig, TensorRTUnavailable
 from vitedge.verify.tolerances import tolerance_for
 
@@ -313,8 +313,7 @@ for _precision, _build_fn, _fallback, _diag in (
         ("int8", build_trt_int8, "exclude", diagnose_qdq)):
     register_target(Target(
         name=f"trt-{_precision}", runtime="onnxruntime", precision=_precision, kit=True,
-        needs_calibration=_precision == "int8", build=_build_fn, options=TrtOptions, extra="ort",
-        requires=("onnxruntime",), fallback_option=_fallback, diagnose=_diag, preflight=preflight,
+        needs_calibration=_precision == "int8", hooks=Hooks(build=_build_fn, diagnose=_diag, preflight=preflight), options=TrtOptions, extra="ort",
+        requires=("onnxruntime",), fallback_option=_fallback,
         description=f"TensorRT: {_DESC[_precision]}; engine built where TensorRT + GPU exist, else a build kit "
-                    "with parity predicted on CPU",
-    ))
+                    "with parity predicted on CPU"))

@@ -19,7 +19,7 @@ import copy
 
 from vitedge.runtimes.torchao_runner import MODES, torchao_config
 from vitedge.targets.context import BuildContext
-from vitedge.targets.registry import Artifact, Target, register_target
+from vitedge.targets.registry import Artifact, Hooks, Target, register_target
 
 MODEL_FILE = "model.torchao.pt"
 
@@ -59,9 +59,9 @@ _TORCHAO = dict(runtime="torchao", precision="int8", source="module", extra="tor
 # quantise/dequantise per call without fusion), so they are out of the default matrix and of
 # auto-cpu; inductor-int8 is PyTorch's fast INT8 path. `--targets torchao-int8` still runs them.
 register_target(Target(
-    name="torchao-int8", build=build_torchao_int8, in_matrix=False, **_TORCHAO,
+    name="torchao-int8", hooks=Hooks(build=build_torchao_int8), in_matrix=False, **_TORCHAO,
     description="torchao int8 dynamic activations + int8 weights in eager PyTorch: 4x smaller Linear "
                 "weights for memory-bound eager deployments; slower than fp32 eager on x86"))
 register_target(Target(
-    name="torchao-int8-wo", build=build_torchao_int8_wo, in_matrix=False, **_TORCHAO,
+    name="torchao-int8-wo", hooks=Hooks(build=build_torchao_int8_wo), in_matrix=False, **_TORCHAO,
     description="torchao int8 weight-only in eager PyTorch: 4x smaller Linear weights, float compute"))
