@@ -9,7 +9,6 @@ of PyTorch (the prediction the report shows)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 ct = pytest.importorskip("coremltools", reason="needs the coreml extra")
 
 import torch  # noqa: E402
+from kits import import_kit_script  # noqa: E402
 
 from vitedge.calib.datasets import synthetic_split  # noqa: E402
 from vitedge.export.config import ExportConfig  # noqa: E402
@@ -187,14 +187,7 @@ def kit(tmp_path):
     (tmp_path / "verify_coreml.py").write_text((resources.files("vitedge.coreml_kit") / "verify_coreml.py").read_text())
     (tmp_path / "kit.json").write_text(json.dumps(KIT_JSON))
     ship_profile(tmp_path)  # as the target ships it, beside the script
-    spec = importlib.util.spec_from_file_location("kit_verify_coreml", tmp_path / "verify_coreml.py")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(tmp_path))  # the kit puts its own directory first
-        sys.modules.pop("device_profile", None)
+    yield from import_kit_script(tmp_path, "verify_coreml.py", ("device_profile",))
 
 
 class FakeMLModel:

@@ -58,8 +58,8 @@ def test_kit_memory_without_proc_says_peaks_are_cumulative():
     """macOS has no /proc: getrusage's peak cannot be reset, RSS comes from ps. Simulated by
     hiding /proc from the kit's reader (in a fresh process, whose maximum is still its current)."""
     r = _in_fresh_process(KIT_DIR, """
-v._proc_status_mb = lambda: None
-v._reset_peak = lambda: False
+v.proc_status_mb = lambda: None
+v.reset_peak = lambda: False
 m = v.Memory()
 m.start()
 a = np.ones(200 * 2**20 // 8)

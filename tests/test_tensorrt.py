@@ -7,7 +7,6 @@ run real engines and skip elsewhere with the reason. Nothing here pretends to be
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import pytest
+from kits import import_kit_script
 from onnx import TensorProto, helper, numpy_helper
 
 from vitedge.calib.source import load_calibration
@@ -303,14 +303,7 @@ def kit(tmp_path):
     for name in ("engine.py", "verify_engine.py"):
         shutil.copy(KIT_DIR / name, tmp_path / name)
     shutil.copy(PROFILE, tmp_path / PROFILE.name)
-    spec = importlib.util.spec_from_file_location("kit_verify_engine", tmp_path / "verify_engine.py")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(tmp_path))  # the kit puts its own directory first
-        sys.modules.pop("engine", None)
+    yield from import_kit_script(tmp_path, "verify_engine.py", ("engine", "device_profile"))
 
 
 class FakeTrtEngine:

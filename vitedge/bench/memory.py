@@ -7,40 +7,16 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-MB = 1024.0 * 1024.0
-
-
-def _status_mb() -> tuple[float, float] | None:
-    """(VmRSS, VmHWM) of this process in MB, or None without /proc."""
-    try:
-        fields = {}
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    fields[key] = int(value.split()[0]) * 1024 / MB
-        return fields["VmRSS"], fields["VmHWM"]
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def _reset_peak() -> bool:
-    """Reset the high-water mark to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+from vitedge.kit_common.device_profile import proc_status_mb, reset_peak  # one reader for both
 
 
 class Phases:
     """Peak and resident memory of this process above its baseline (the RSS at construction)."""
 
     def __init__(self) -> None:
-        status = _status_mb()
+        status = proc_status_mb()
         self.baseline = status[0] if status else None
-        self.resettable = _reset_peak()
+        self.resettable = reset_peak()
 
     @property
     def baseline_mb(self) -> float | None:
@@ -49,16 +25,16 @@ class Phases:
     def start(self) -> None:
         """A new phase: the high-water mark back to the current RSS."""
         if self.resettable:
-            _reset_peak()
+            reset_peak()
 
     def peak(self) -> float | None:
-        status = _status_mb()
+        status = proc_status_mb()
         if status is None or self.baseline is None or not self.resettable:
             return None
         return round(status[1] - self.baseline, 1)
 
     def rss(self) -> float | None:
-        status = _status_mb()
+        status = proc_status_mb()
         return None if status is None or self.baseline is None else round(status[0] - self.baseline, 1)
 
 

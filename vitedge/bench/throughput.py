@@ -15,14 +15,14 @@ without its batch and parallelism.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vitedge.kit_common.device_profile import run_streams  # the kits' loop: one for both
 from vitedge.runtimes.base import Runner, default_threads
 
 BATCHES = (1, 4, 8)
@@ -84,44 +84,16 @@ def _point(open_runner: Any, runtime: Any, batch: int, streams: int, cores: int,
         for r in runners:
             for _ in range(WARMUP_CALLS):
                 r.infer(feed)
-        counts = [0] * streams
-        start = threading.Barrier(streams + 1)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def loop(i: int) -> None:
-            runner = runners[i % instances]
-            try:
-                runner.infer(feed)  # this thread's own request/warm-up (OpenVINO: one request per thread)
-                start.wait()
-                while not stop.is_set():
-                    runner.infer(feed)
-                    counts[i] += 1
-            except BaseException as e:  # surfaced below with the setting that failed
-                errors.append(e)
-                start.abort()
-
-        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(streams)]
-        for t in threads:
-            t.start()
         try:
-            start.wait()
-        except threading.BrokenBarrierError:
-            pass
-        t0 = time.perf_counter()
-        time.sleep(measure_s)
-        stop.set()
-        done = sum(counts)  # calls finished within the window (a call in flight is not counted)
-        elapsed = time.perf_counter() - t0
-        for t in threads:
-            t.join(timeout=60)
-        if errors:  # one line naming the setting; the sweep's other points were fine or never ran
+            done, elapsed = run_streams([partial(runners[i % instances].infer, feed) for i in range(streams)],
+                                        measure_s)
+        except Exception as e:  # one line naming the setting; the sweep's other points were fine or never ran
             from vitedge.errors import ExportError
 
-            first = str(errors[0]).splitlines()[0][:200] if str(errors[0]) else ""
+            first = str(e).splitlines()[0][:200] if str(e) else ""
             raise ExportError(f"throughput at batch {batch}, {streams} parallel stream(s) failed: "
-                              f"{type(errors[0]).__name__}: {first}; run `vitedge bench` without --throughput "
-                              "for the latency alone")
+                              f"{type(e).__name__}: {first}; run `vitedge bench` without --throughput "
+                              "for the latency alone") from e
         return ThroughputPoint(batch, streams, instances, threads_each, round(done * batch / elapsed, 1), done)
     finally:
         for r in runners:

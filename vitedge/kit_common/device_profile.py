@@ -25,7 +25,7 @@ SWEEP_MEASURE_S, SWEEP_WARMUP_CALLS = 1.5, 3  # vitedge.bench.throughput's
 STREAMS = (1, 2)  # parallel streams: enough to show whether a second one pays on a device
 
 
-def _proc_status_mb() -> tuple[float, float] | None:
+def proc_status_mb() -> tuple[float, float] | None:
     """(VmRSS, VmHWM) of this process in MB, or None without /proc (macOS, Windows)."""
     try:
         fields = {}
@@ -39,7 +39,7 @@ def _proc_status_mb() -> tuple[float, float] | None:
         return None
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
     """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0; containers may forbid it)."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -82,7 +82,7 @@ class Memory:
     `method` says so."""
 
     def __init__(self) -> None:
-        self.resettable = _proc_status_mb() is not None and _reset_peak()
+        self.resettable = proc_status_mb() is not None and reset_peak()
         self.baseline = self.current()
         if self.resettable:
             self.method = ("/proc/self/status VmRSS/VmHWM, the high-water mark reset per phase: "
@@ -90,7 +90,7 @@ class Memory:
         elif _maxrss_mb() is not None:
             self.method = ("getrusage ru_maxrss: peaks since process start (it cannot be reset), so a "
                            "phase's peak includes earlier phases'; resident memory from "
-                           + ("/proc" if _proc_status_mb() else "ps"))
+                           + ("/proc" if proc_status_mb() else "ps"))
             if self.baseline is None:  # no ps either: this early, the peak so far is about the RSS
                 self.baseline = _maxrss_mb()
                 self.method += " (unavailable: baseline is the peak at start-up)"
@@ -107,18 +107,18 @@ class Memory:
 
     @staticmethod
     def current() -> float | None:
-        status = _proc_status_mb()
+        status = proc_status_mb()
         return status[0] if status else _ps_rss_mb()
 
     def start(self) -> None:
         """A new phase: the high-water mark back to the current RSS (where it can be reset)."""
         if self.resettable:
-            _reset_peak()
+            reset_peak()
 
     def peak(self) -> float | None:
         if self.baseline is None:
             return None
-        status = _proc_status_mb() if self.resettable else None
+        status = proc_status_mb() if self.resettable else None
         top = status[1] if status else _maxrss_mb()
         return None if top is None else _round(top - self.baseline)
 
@@ -196,6 +196,47 @@ def summary_line(p: dict[str, Any]) -> str:
     return line
 
 
+def run_streams(calls: list[Callable[[], Any]], measure_s: float) -> tuple[int, float]:
+    """Each of `calls` in a thread of its own, back to back, for `measure_s` after all are ready:
+    (calls finished in the window, its seconds). Each thread makes one call of its own first
+    (a runtime may keep per-thread state: OpenVINO one infer request per thread). The first
+    error of any thread is raised. vitedge's own sweep (vitedge.bench.throughput) runs this too."""
+    n = len(calls)
+    counts = [0] * n
+    errors: list[BaseException] = []
+    start = threading.Barrier(n + 1)
+    stop = threading.Event()
+
+    def loop(i: int) -> None:
+        try:
+            calls[i]()
+            start.wait()
+            while not stop.is_set():
+                calls[i]()
+                counts[i] += 1
+        except BaseException as e:  # raised below, with the setting that failed
+            errors.append(e)
+            start.abort()
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        start.wait(timeout=120)  # a stream that never arrives must not hang the sweep
+        t0 = time.perf_counter()
+        time.sleep(measure_s)
+    except threading.BrokenBarrierError:
+        t0 = time.perf_counter()
+    stop.set()
+    done = sum(counts)  # calls finished in the window (one still running is not counted)
+    elapsed = time.perf_counter() - t0
+    for t in threads:
+        t.join(timeout=60)
+    if errors:
+        raise errors[0]
+    return done, elapsed
+
+
 def _sweep_point(open_stream: Callable[[int, int], tuple[Callable[[], Any], Callable[[], None]]], batch: int,
                  streams: int, measure_s: float) -> dict[str, Any]:
     opened: list[tuple[Callable[[], Any], Callable[[], None]]] = []
@@ -205,38 +246,7 @@ def _sweep_point(open_stream: Callable[[int, int], tuple[Callable[[], Any], Call
         for call, _ in opened:
             for _ in range(SWEEP_WARMUP_CALLS):
                 call()
-        counts = [0] * streams
-        errors: list[BaseException] = []
-        start = threading.Barrier(streams + 1)
-        stop = threading.Event()
-
-        def loop(i: int) -> None:
-            try:
-                call = opened[i][0]
-                start.wait()
-                while not stop.is_set():
-                    call()
-                    counts[i] += 1
-            except BaseException as e:  # reported below with the setting that failed
-                errors.append(e)
-                start.abort()
-
-        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(streams)]
-        for t in threads:
-            t.start()
-        try:
-            start.wait(timeout=120)  # a stream that never arrives must not hang the sweep
-            t0 = time.perf_counter()
-            time.sleep(measure_s)
-        except threading.BrokenBarrierError:
-            t0 = time.perf_counter()
-        stop.set()
-        done = sum(counts)  # calls finished in the window (one still running is not counted)
-        elapsed = time.perf_counter() - t0
-        for t in threads:
-            t.join(timeout=60)
-        if errors:
-            raise errors[0]
+        done, elapsed = run_streams([call for call, _ in opened], measure_s)
         return {"batch": batch, "streams": streams, "images_per_s": round(done * batch / elapsed, 1),
                 "calls": done, "seconds": round(elapsed, 3)}
     finally:
