@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from vitedge.kit_common import device_profile
@@ -76,12 +75,12 @@ print(json.dumps({"baseline": m.baseline, "method": m.method, "peaks": m.peaks, 
 
 
 def test_kit_latency_stats_are_vitedges(kit):
-    from vitedge.bench.latency import summarize
+    """One formula (vitedge.bench.latency.summarize is built on it): checked on known numbers."""
+    from vitedge.bench.latency import LatencyStats
 
-    samples = list(np.random.default_rng(0).gamma(2.0, 1.5, 257))
-    assert kit.latency_stats(samples, 4, 5) == summarize(samples, 4, 5).to_dict()
     s = kit.latency_stats([1.0, 2.0, 3.0, 4.0, 100.0], 2, 0)
     assert (s["p50"], s["max"], s["runs"], s["throughput"]) == (3.0, 100.0, 5, 2000.0 / 3.0)
+    assert set(s) == set(LatencyStats.__dataclass_fields__)
 
 
 def test_kit_profile_has_vitedges_fields_and_summary(kit):
@@ -110,7 +109,8 @@ print(json.dumps(prof.result("1x3x224x224 float32", gpu_memory={"load_mb": None}
     assert set(d["steady"]) == set(LatencyStats.__dataclass_fields__) and d["steady"]["runs"] >= 3
     assert min(d["import_ms"], d["load_cold_ms"], d["first_ms"], d["load_warm_ms"]) >= 0
     assert d["first_ms"] >= 1.0 and d["frame"] == "1x3x224x224 float32" and d["gpu_memory"] == {"load_mb": None}
-    if d["memory_peaks"] == "per phase":
+    if Path("/proc/self/clear_refs").exists():  # Linux: each phase's own peak (elsewhere: since start)
+        assert d["memory_peaks"] == "per phase"
         assert d["load_peak_mb"] >= 90 and d["steady_rss_mb"] >= 90
     assert d["peak_mb"] == max(d[k] for k in ("import_mb", "load_peak_mb", "first_peak_mb", "steady_peak_mb"))
     # vitedge reads it as its own: the dataclass takes it and the kit's line starts with vitedge's

@@ -204,6 +204,9 @@ def test_each_default_is_written_once():
     assert count(r"99\.999\b") == 1 and count(r'opt\("minmax"') == 0  # calibration defaults (ORT and TensorRT)
     assert count(r"\bwarmup: int = \d") == 0 and count(r"\bmin_runs: int = \d") == 0  # bench.latency's
     assert count(r"\bWARMUP, MIN_RUNS, MAX_RUNS = ") == 1
+    # the device profile's and throughput sweep's, shared with the kits (kit_common.device_profile)
+    assert count(r"\(1, 4, 8\)") == 1 and count(r"peak \{mb\(") == 1
+    assert count(r"\bSTEADY_WARMUP = \d") == 1 and count(r"\bSWEEP_MEASURE_S = ") == 1
 
 
 @pytest.mark.parametrize("option_class, flag", [("vitedge.targets.ort_int8:OrtInt8Options", "--ort-calib-percentile"),

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from vitedge.kit_common.device_profile import latency_stats  # the kits' copy: one formula for both
+
 # The timing defaults, written once (time_calls, time_isolated and BenchConfig read them): 10
 # untimed calls, then rounds of BLOCK_S-second blocks until MIN_RUNS calls and the time budget
 # are both spent (or MAX_RUNS), with REWARM untimed calls at the start of each block.
@@ -42,13 +44,7 @@ class LatencyStats:
 
 
 def summarize(samples_ms: list[float] | np.ndarray, batch: int, warmup: int) -> LatencyStats:
-    s = np.asarray(samples_ms, np.float64)
-    p50 = float(np.percentile(s, 50))
-    return LatencyStats(
-        batch=batch, runs=len(s), warmup=warmup, min=float(s.min()), p50=p50,
-        p90=float(np.percentile(s, 90)), p99=float(np.percentile(s, 99)), max=float(s.max()),
-        mean=float(s.mean()), throughput=batch * 1000.0 / p50 if p50 > 0 else float("inf"),
-    )
+    return LatencyStats(**latency_stats(samples_ms, batch, warmup))
 
 
 def block_seconds(block_s: float, budget_s: float, contestants: int) -> float:

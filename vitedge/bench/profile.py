@@ -23,9 +23,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vitedge.bench.latency import LatencyStats
+from vitedge.kit_common.device_profile import (  # the kits' copy: one set of defaults, one line
+    STEADY_BUDGET_S,
+    STEADY_MIN_RUNS,
+    STEADY_WARMUP,
+    summary,
+)
 
-STEADY_WARMUP = 5  # untimed runs before the steady state is timed
-STEADY_BUDGET_S = 2.0  # seconds of timed steady-state runs
+__all__ = ["STEADY_BUDGET_S", "STEADY_WARMUP", "DeviceProfile", "from_fields", "profile", "summary"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +76,6 @@ def profile(contestant: Any, threads: int | None = None, batch: int = 1, budget_
     factory) in a fresh process of its own: the isolated timing's worker, alone (module docstring)."""
     from vitedge.bench.isolated import time_isolated
 
-    res = time_isolated([contestant], {batch: None}, threads, warmup=STEADY_WARMUP, min_runs=3,
+    res = time_isolated([contestant], {batch: None}, threads, warmup=STEADY_WARMUP, min_runs=STEADY_MIN_RUNS,
                         budget_s=budget_s, profile=(contestant.name,))[batch]
     return from_fields(res.profiles[contestant.name], res.stats[contestant.name])
-
-
-def summary(p: dict[str, Any]) -> str:
-    """One line of a DeviceProfile's dict (report.json's device_profile), for tables and report.md."""
-    def mb(v: float | None) -> str:
-        return "-" if v is None else f"{v:.0f} MB"
-
-    base = "" if p.get("baseline_mb") is None else f" (+{p['baseline_mb']:.0f} MB baseline)"
-    cache = f" (model cache {p['model_cache']})" if p.get("model_cache") else ""
-    return (f"peak {mb(p.get('peak_mb'))}{base}; load {p['load_cold_ms']:.0f} ms cold{cache} / "
-            f"{p['load_warm_ms']:.0f} ms warm; first inference {p['first_ms']:.1f} ms")

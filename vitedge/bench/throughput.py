@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from vitedge.kit_common.device_profile import run_streams  # the kits' loop: one for both
+from vitedge.kit_common.device_profile import (  # the kits' loop and defaults: one for both
+    SWEEP_BATCHES,
+    SWEEP_MEASURE_S,
+    SWEEP_WARMUP_CALLS,
+    run_streams,
+)
 from vitedge.runtimes.base import Runner, default_threads
-
-BATCHES = (1, 4, 8)
-MEASURE_S = 1.5  # per point, after a warm-up
-WARMUP_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _point(open_runner: Any, runtime: Any, batch: int, streams: int, cores: int,
             r.activate()
         feed = _feed(runners[0], batch)
         for r in runners:
-            for _ in range(WARMUP_CALLS):
+            for _ in range(SWEEP_WARMUP_CALLS):
                 r.infer(feed)
         try:
             done, elapsed = run_streams([partial(runners[i % instances].infer, feed) for i in range(streams)],
@@ -100,8 +101,8 @@ def _point(open_runner: Any, runtime: Any, batch: int, streams: int, cores: int,
             r.deactivate()
 
 
-def sweep(source: str | Path, cores: int | None = None, batches: tuple[int, ...] = BATCHES,
-          measure_s: float = MEASURE_S, on_point: Any = None) -> ThroughputResult:
+def sweep(source: str | Path, cores: int | None = None, batches: tuple[int, ...] = SWEEP_BATCHES,
+          measure_s: float = SWEEP_MEASURE_S, on_point: Any = None) -> ThroughputResult:
     """The sweep on a bundle (or model file): every (batch, streams) point the artifact takes."""
     from vitedge.bundle.manifest import MANIFEST, read_manifest
     from vitedge.runtimes.open import runner_for

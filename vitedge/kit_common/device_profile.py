@@ -19,10 +19,16 @@ from typing import Any
 
 import numpy as np
 
+# The defaults of vitedge's device profile and throughput sweep, written here once: vitedge.bench
+# imports them, and the kits, which run without vitedge, read them from this shipped copy.
 MB = 1024.0 * 1024.0
-STEADY_WARMUP, STEADY_BUDGET_S, STEADY_MIN_RUNS = 5, 2.0, 3  # vitedge.bench.profile's
-SWEEP_MEASURE_S, SWEEP_WARMUP_CALLS = 1.5, 3  # vitedge.bench.throughput's
-STREAMS = (1, 2)  # parallel streams: enough to show whether a second one pays on a device
+STEADY_WARMUP = 5  # untimed runs before the steady state is timed
+STEADY_BUDGET_S = 2.0  # seconds of timed steady-state runs
+STEADY_MIN_RUNS = 3
+SWEEP_BATCHES = (1, 4, 8)  # the throughput sweep's batches, where the artifact takes them
+SWEEP_MEASURE_S = 1.5  # seconds per sweep point, after a warm-up
+SWEEP_WARMUP_CALLS = 3
+STREAMS = (1, 2)  # the kits' parallel streams: enough to show whether a second one pays on a device
 
 
 def proc_status_mb() -> tuple[float, float] | None:
@@ -127,7 +133,7 @@ class Memory:
         return None if now is None or self.baseline is None else _round(now - self.baseline)
 
 
-def latency_stats(samples_ms: list[float], batch: int, warmup: int) -> dict[str, Any]:
+def latency_stats(samples_ms: list[float] | np.ndarray, batch: int, warmup: int) -> dict[str, Any]:
     """The fields of vitedge.bench.latency.LatencyStats (ms per call; throughput at the median)."""
     s = np.asarray(samples_ms, np.float64)
     p50 = float(np.percentile(s, 50))
@@ -182,15 +188,21 @@ class Profiler:
                 "memory_peaks": self.memory.peaks, **extra}
 
 
-def summary_line(p: dict[str, Any]) -> str:
-    """vitedge's one-line summary (vitedge.bench.profile.summary), then the steady p50."""
+def summary(p: dict[str, Any]) -> str:
+    """One line of a device profile's dict (report.json's device_profile; vitedge.bench.profile
+    re-exports it), for tables and report.md."""
     def mb(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f} MB"
 
     base = "" if p.get("baseline_mb") is None else f" (+{p['baseline_mb']:.0f} MB baseline)"
-    line = (f"peak {mb(p.get('peak_mb'))}{base}; load {p['load_cold_ms']:.0f} ms cold / "
+    cache = f" (model cache {p['model_cache']})" if p.get("model_cache") else ""
+    return (f"peak {mb(p.get('peak_mb'))}{base}; load {p['load_cold_ms']:.0f} ms cold{cache} / "
             f"{p['load_warm_ms']:.0f} ms warm; first inference {p['first_ms']:.1f} ms")
-    line += f"; steady p50 {p['steady']['p50']:.2f} ms ({p['frame']})"
+
+
+def summary_line(p: dict[str, Any]) -> str:
+    """The kits' line: `summary`, then the steady p50 and how far the memory peaks reach."""
+    line = summary(p) + f"; steady p50 {p['steady']['p50']:.2f} ms ({p['frame']})"
     if p.get("memory_peaks") == "since process start":
         line += "; memory peaks since process start (not resettable here)"
     return line
@@ -279,6 +291,3 @@ def throughput_sweep(open_stream: Callable[[int, int], tuple[Callable[[], Any], 
                else "none: every point failed")
     return {"images_per_s": best["images_per_s"] if best else None, "setting": setting, "best": best,
             "points": points}
-
-
-# -- end of the device profile block ----------------------------------------------------------

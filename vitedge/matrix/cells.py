@@ -183,7 +183,7 @@ def measure_throughput(cells: list[dict[str, Any]], bundles: dict[str, Path], ou
     parallel-streams sweep, the runtime's own way of running in parallel), one bundle at a time
     so none shares the cores with another; stored in the cell as `throughput`. A setting the
     runtime cannot run leaves that cell's column empty with the reason, not the matrix failed."""
-    from vitedge.bench.throughput import MEASURE_S, sweep
+    from vitedge.bench.throughput import SWEEP_MEASURE_S, sweep
     from vitedge.errors import VitedgeError
     from vitedge.progress import make_progress
 
@@ -196,7 +196,7 @@ def measure_throughput(cells: list[dict[str, Any]], bundles: dict[str, Path], ou
             try:
                 # a point measures at most a quarter of the side-by-side budget (--bench-budget)
                 cell["throughput"] = sweep(bundles[cell["target"]], cores,
-                                           measure_s=min(MEASURE_S, budget_s / 4)).to_dict()
+                                           measure_s=min(SWEEP_MEASURE_S, budget_s / 4)).to_dict()
             except VitedgeError as e:
                 cell["throughput"] = {"images_per_s": None, "error": str(e).splitlines()[0][:200]}
             write_cell(out, cell)

@@ -32,7 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from device_profile import MB, Profiler, summary_line, throughput_sweep  # noqa: E402  (shipped beside it)
+from device_profile import MB, SWEEP_BATCHES, Profiler, summary_line, throughput_sweep  # noqa: E402  (shipped beside it)
 
 # engine.py imports tensorrt only inside its functions: the baseline is taken without it.
 from engine import (  # noqa: E402
@@ -43,8 +43,6 @@ from engine import (  # noqa: E402
     import_cudart,
     require_tensorrt,
 )
-
-BATCHES = (1, 4, 8)  # vitedge.bench.throughput's, where the optimisation profile allows
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -70,7 +68,7 @@ def _batches(engine: TrtEngine, name: str) -> list[int]:
     if not prof:
         return [1]
     lo, hi = prof[0][0], prof[2][0]
-    return [b for b in BATCHES if lo <= b <= hi] or [lo]
+    return [b for b in SWEEP_BATCHES if lo <= b <= hi] or [lo]
 
 
 def main() -> int:
