@@ -108,7 +108,7 @@ def _request(**kw):  # type: ignore[no-untyped-def]
 def _bf16_variants() -> list[dict]:  # what this CPU adds: bf16 float parts where it has bf16
     from vitedge.targets.registry import get_target
 
-    return [] if get_target("ov-bf16").unsupported() else [{"float_precision": "bf16"}]
+    return [] if get_target("ov-bf16").unsupported() else [{"ov-float-precision": "bf16"}]
 
 
 def test_a_vit_also_gets_nncf_default_model_type_as_a_candidate():
@@ -116,7 +116,7 @@ def test_a_vit_also_gets_nncf_default_model_type_as_a_candidate():
 
     cands, _ = candidates_for("auto-cpu", _request(), _card("vit"))
     variants = [c for c in cands if c.target == "ov-int8" and c.label != "ov-int8"]
-    expected = _bf16_variants() + [{"transformer": False}] + [{"transformer": False, **v} for v in _bf16_variants()]
+    expected = _bf16_variants() + [{"ov-transformer": False}] + [{"ov-transformer": False, **v} for v in _bf16_variants()]
     assert [c.options for c in variants] == expected
     assert "ov-int8 (transformer=False)" in [c.label for c in variants]
     assert len({c.slot for c in cands}) == len(cands)  # each build has its own directory

@@ -354,6 +354,7 @@ def test_interrupted_runs_leave_nothing(tmp_path, sig, when):
     if when == "calibration":
         args += ["--target", "ort-int8", "--num-calib", "2000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("VITEDGE_EXPORT_CACHE", None)  # a real ONNX export to interrupt, not a cached copy
     # Default dispositions in the child: under nohup or a background CI job SIGINT arrives ignored,
     # and vitedge (rightly) keeps an ignored signal ignored.
     proc = subprocess.Popen([sys.executable, "-m", "vitedge", *args], cwd=tmp_path, stdout=subprocess.PIPE,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_bundles import shared_bundle
 
 from vitedge.bench.isolated import Contestant
 from vitedge.bench.profile import profile
@@ -35,10 +36,9 @@ def test_memory_phases_match_what_the_process_allocated(tmp_path):
 def test_bench_prints_the_profile_of_a_real_bundle(tmp_path, capsys, all_cores):
     from vitedge.cli.main import main
 
-    out = tmp_path / "b"
-    assert main(["export", "vit-tiny", "-t", "onnx-fp32", "--out", str(out), "--eval-n", "20",
-                 "--bench-budget", "0.2"]) == 0
-    capsys.readouterr()
+    b = shared_bundle("onnx-fp32", "vit-tiny")  # `vitedge export`, built once per run (read-only)
+    assert b.exit_code == 0, b.stderr
+    out = b.dir
     # the export's own isolated timing measured it too, in the artifact's process
     exported = json.loads((out / "report.json").read_text())["device_profile"]
     assert exported["load_peak_mb"] > 0 and exported["first_ms"] > 0 and exported["frame"] == "1x3x64x64 float32"
@@ -88,9 +88,9 @@ def test_placement_names_what_runs_off_the_int8_kernels(tmp_path, capsys):
     that, in report.json and in `vitedge bench`."""
     from vitedge.cli.main import main
 
-    out = tmp_path / "q"
-    assert main(["export", "vit-tiny", "-t", "ort-int8", "--out", str(out), "--eval-n", "20",
-                 "--bench-budget", "0.2"]) == 0
+    b = shared_bundle("ort-int8", "vit-tiny")  # `vitedge export`, built once per run (read-only)
+    assert b.exit_code == 0, b.stderr
+    out = b.dir
     p = json.loads((out / "report.json").read_text())["placement"]
     # 24 Linears (qkv, proj, fc1, fc2 x 6 blocks: QLinearMatMul or QGemm) and the patch Conv
     assert p["fast_path"] == "int8 kernels" and p["on_fast_path"] == 25 and p["on"].get("QLinearConv") == 1

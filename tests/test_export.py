@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -297,3 +298,39 @@ def test_torchscript_fallback_is_recorded(tmp_path):
 
     with pytest.raises(ExportError, match="dynamo ONNX export failed"):
         export_onnx(module, card, tmp_path / "n.onnx", ExportConfig(exporter="dynamo"))
+
+
+def test_the_export_cache_copies_the_same_export_and_misses_on_what_changes_the_graph(tmp_path, monkeypatch):
+    from vitedge.export import cache, onnx_export
+
+    card = load_model("vit-tiny").card
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                 torch.nn.Linear(4, len(card.classes))).eval()
+    monkeypatch.setenv(cache.ENV, str(tmp_path / "cache"))  # this test's own cache, not the session's
+    (tmp_path / "a").mkdir()
+    first = export_onnx(module, card, tmp_path / "a" / "model.onnx")
+    assert len(list((tmp_path / "cache").rglob("info.json"))) == 1
+    real = onnx_export._export_onnx
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_export, "_export_onnx", no_export)
+    (tmp_path / "b").mkdir()
+    again = export_onnx(module, card, tmp_path / "b" / "model.onnx")  # a hit: nothing exported
+    assert (tmp_path / "b" / "model.onnx").read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()
+    assert again.to_dict() == first.to_dict() and again.path == tmp_path / "b" / "model.onnx"
+    # what changes the graph changes the key: a weight, a plain attribute forward may read, the config
+    changed_weight = copy.deepcopy(module)
+    with torch.no_grad():
+        changed_weight[3].bias[0] += 1
+    flagged = copy.deepcopy(module)
+    flagged[1].fused = True
+    for m, cfg in ((changed_weight, ExportConfig()), (flagged, ExportConfig()), (module, ExportConfig(static_batch=1))):
+        with pytest.raises(AssertionError, match="exported again"):
+            export_onnx(m, card, tmp_path / "b" / "model.onnx", cfg)
+    # a cache that cannot be written never fails the export
+    monkeypatch.setattr(onnx_export, "_export_onnx", real)
+    (tmp_path / "not-a-dir").write_text("x")
+    monkeypatch.setenv(cache.ENV, str(tmp_path / "not-a-dir"))
+    assert export_onnx(module, card, tmp_path / "b" / "model.onnx").exporter == "dynamo"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_bundles import shared_bundle
 
 pytest.importorskip("torchao")
 torch = pytest.importorskip("torch")
@@ -62,10 +63,11 @@ def _cosine_top1(ref: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module", params=["vit-tiny", "convnext-zepto"])
-def int8_build(request, tmp_path_factory, torch_threads):
-    ctx = _ctx(request.param, tmp_path_factory.mktemp(f"int8-{request.param}"))
-    art = build_inductor_int8(ctx)
-    return ctx, art
+def int8_build(request, torch_threads):
+    """`vitedge export MODEL --target inductor-int8` (default options, 64 calibration images), the
+    bundle the contract test also reads (tests/shared_bundles.py: built once per run)."""
+    b = shared_bundle("inductor-int8", request.param)
+    return b.ctx, b.artifact
 
 
 def test_int8_parity(int8_build):

@@ -111,3 +111,20 @@ def test_device_side_and_bundle_reading_stay_below_the_build_side():
     bad = [(m, t) for m, deps in g.items() for prefix, banned in FORBIDDEN if m.startswith(prefix)
            for t in deps if t.startswith(banned)]
     assert not bad, bad
+
+
+def test_no_module_over_400_lines_and_commands_that_only_parse_and_print():
+    """Issue 23's size rules: a module stays readable (<= 400 lines), and a command function's body
+    (after its declared parameters and docstring) stays <= 40 lines: the policy lives in
+    vitedge.plan / vitedge.policy, which both export and matrix use."""
+    long = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+    commands = 0
+    for path in (PKG / "cli").glob("*_cmd.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("_command"):
+                commands += 1
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                lines = body[-1].end_lineno - body[0].lineno + 1
+                assert lines <= 40, f"{path.name}: {node.name} has a {lines}-line body"
+    assert commands >= 10  # the walk found the command functions

@@ -245,3 +245,15 @@ def test_the_plan_resolves_options_once_and_the_build_gets_them_typed(tmp_path):
     assert cells[1].options.calib_method == "entropy" and cells[0].options.__class__.__name__ == "NoOptions"
     with pytest.raises(UsageError, match="no target has this option"):
         plan_cells(["onnx-fp32"], {"nonsense-key": "1"})
+    # One spelling past the plan: the old field name (what the deprecated --calib-method hands
+    # over) becomes the key of each selected target that declares it, and nothing else reads it.
+    both = plan_cells(["ort-int8", "trt-int8"], {"calib_method": "entropy"})
+    assert [c.options.calib_method for c in both] == ["entropy", "entropy"]
+    assert plan_export("auto-cpu", {"calib_method": "entropy"}).options == {"ort-calib-method": "entropy"}
+    from vitedge.targets.registry import get_target
+
+    assert not get_target("ort-int8").takes("calib_method") and get_target("ort-int8").takes("ort-calib-method")
+    with pytest.raises(UsageError, match="has no option 'calib_method'"):
+        get_target("ort-int8").make_options({"calib_method": "entropy"})
+    with pytest.raises(UsageError, match="does not apply to onnx-fp32"):
+        plan_cells(["onnx-fp32"], {"calib_method": "entropy"})

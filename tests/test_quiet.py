@@ -210,13 +210,11 @@ def test_an_app_loading_an_executorch_bundle_sees_nothing_on_stderr(tmp_path):
     pytest.importorskip("executorch.runtime", reason="needs the executorch extra")
     import subprocess
 
-    from vitedge.models.resolve import load_model
-    from vitedge.pipeline import export_target
-    from vitedge.request import BenchConfig, ExportRequest
+    from shared_bundles import shared_bundle
 
-    out = tmp_path / "et"
-    export_target(load_model("vit-tiny"), ExportRequest(target="et-fp32", out=out, eval_n=16, threads=2,
-                                                         bench=BenchConfig(warmup=1, min_runs=2, budget_s=0.1)))
+    b = shared_bundle("et-fp32", "vit-tiny")  # `vitedge export`, built once per run (read-only)
+    assert b.exit_code == 0, b.stderr
+    out = b.dir
     app = ("import numpy as np, vitedge\n"
            f"p = vitedge.load({str(out)!r})\n"
            "r = p.predict(np.zeros((64, 64, 3), np.uint8))\n"

@@ -24,6 +24,7 @@ from vitedge.bench.latency import LatencyStats
 from vitedge.errors import ExportError, ParityError, VitedgeError
 from vitedge.fsutil import atomic_dir
 from vitedge.models.resolve import LoadedModel
+from vitedge.options import keyed
 from vitedge.pipeline import ExportRequest, SharedWork, export_target
 from vitedge.progress import stderr_console
 from vitedge.report import ExportReport
@@ -69,18 +70,13 @@ def candidates_for(auto: str, request: ExportRequest, card: Any) -> tuple[list[C
         out.append(Candidate(name, name, dict(request.options), name))
         variants = target.auto_variants(card) if target.auto_variants else ()
         for i, variant in enumerate(variants, 1):
-            target.make_options(variant)  # a variant that is not a valid option set is a plugin bug
-            if any(target.takes(k) and _field(target, k) in variant for k in request.options):
-                continue  # the user chose these options: build only what they asked for
             label = f"{name} ({', '.join(f'{k}={v}' for k, v in variant.items())})"
+            variant = keyed(target.options, variant)  # a variant naming no field is a plugin bug
+            target.make_options(variant)  # ... and so is one that is not a valid option set
+            if set(variant) & set(request.options):
+                continue  # the user chose these options: build only what they asked for
             out.append(Candidate(label, name, {**request.options, **variant}, f"{name}.v{i}"))
     return out, skipped
-
-
-def _field(target: Any, key: str) -> str:
-    from vitedge.options import option_infos
-
-    return next(i.field for i in option_infos(target.options) if key in (i.key, i.field))
 
 
 def auto_export_config(request: ExportRequest) -> tuple[Any, str | None]:
@@ -309,7 +305,7 @@ def by_threads_text(row: dict[str, Any]) -> str:
 def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str,
               max_threads: int | None = None) -> None:
     """Add the selection record to the chosen bundle and refresh its manifest."""
-    from vitedge.bundle.manifest import MANIFEST, file_entries, save_manifest
+    from vitedge.bundle.manifest import MANIFEST, bundle_files, file_entries, save_manifest
 
     (bundle / "auto.json").write_text(json.dumps({"auto": auto, "reason": reason, "candidates": rows},
                                                  indent=2, default=str) + "\n")
@@ -328,6 +324,5 @@ def _annotate(bundle: Path, auto: str, rows: list[dict[str, Any]], reason: str,
     manifest["selected_by"] = {"auto": auto, "reason": reason}
     if max_threads is not None:
         manifest["artifact"]["max_threads"] = max_threads
-    names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
-    manifest["files"] = file_entries(bundle, names)
+    manifest["files"] = file_entries(bundle, bundle_files(bundle, manifest["artifact"]["files"]))
     save_manifest(bundle / MANIFEST, manifest)

@@ -127,15 +127,24 @@ def _convert(text: str | bool, tp: Any, info: OptionInfo) -> Any:
     return text
 
 
+def keyed(cls: type, by_field: dict[str, Any]) -> dict[str, Any]:
+    """{field name: value} (how a target's own code writes an option set, e.g. auto's variants)
+    -> {key: value}, the one spelling every option has past `vitedge.plan`."""
+    keys = {i.field: i.key for i in option_infos(cls)}
+    unknown = sorted(set(by_field) - set(keys))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    return {keys[f]: v for f, v in by_field.items()}
+
+
 def build_options(cls: type, values: dict[str, str | bool | Iterable[str]], where: str = "") -> Any:
-    """An instance of `cls` from {key or field name: string value}; unknown keys are an error
-    with a did-you-mean. A repeated names option may be given as a list of strings."""
+    """An instance of `cls` from {key ("ort-calib-method"): string value}; unknown keys are an
+    error with a did-you-mean. A repeated names option may be given as a list of strings."""
     infos = {i.key: i for i in option_infos(cls)}
-    by_field = {i.field: i for i in infos.values()}
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for key, raw in values.items():
-        info = infos.get(key) or by_field.get(key.replace("-", "_"))
+        info = infos.get(key)
         if info is None:
             close = difflib.get_close_matches(key, list(infos), n=3)
             hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""

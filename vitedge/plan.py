@@ -57,9 +57,9 @@ def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tu
                 embed_preprocessing: bool = False, max_memory_mb: float | None = None,
                 max_load_ms: float | None = None) -> ExportPlan:
     """Check everything about `vitedge export` that needs no model, and resolve it."""
-    values = dict(values or {})
     export = export or ExportConfig()
     candidates = tuple(auto_candidates(target)) if target in AUTO_DEVICES else (get_target(target),)
+    values = by_key(values or {}, candidates)
     single = None if target in AUTO_DEVICES else candidates[0]
     for flag, value in (("--max-memory-mb", max_memory_mb), ("--max-load-ms", max_load_ms)):
         if value is not None and (single is not None or value <= 0):
@@ -76,7 +76,7 @@ def plan_export(target: str, values: dict[str, Any] | None = None, *, ignore: tu
         if single is None or not single.fallback_option:
             raise UsageError(f"--ignore applies to {', '.join(fallback_targets())}; {target} has no "
                              "reduced-precision layers to keep")
-        values[single.fallback_option] = list(ignore)
+        values[single.option_key(single.fallback_option)] = list(ignore)
     check_applicable(values, list(candidates))
     budget = None
     if max_drop is not None or min_cosine is not None:
@@ -97,7 +97,7 @@ def plan_cells(targets: list[str], values: dict[str, Any] | None = None, *, max_
                min_cosine: float | None = None, export: ExportConfig | None = None) -> list[ExportPlan]:
     """A matrix: one plan per target; the budget applies to the targets that can keep layers in
     higher precision, the others run as usual. Every option must belong to some selected target."""
-    values = dict(values or {})
+    values = by_key(values or {}, [get_target(t) for t in targets])
     check_applicable(values, [get_target(t) for t in targets])  # unknown names fail before any work
     able = set(fallback_targets())
     plans = []
@@ -136,14 +136,28 @@ def option_table() -> dict[str, tuple[str, Any]]:
     return table
 
 
+def by_key(values: dict[str, Any], targets: Any) -> dict[str, Any]:
+    """Options keyed the one way the code knows them, by key ("ort-calib-method"). A field name
+    ("calib_method") is the old spelling the CLI's deprecated --calib-method/--calib-percentile
+    hand over (cli.flags.DEPRECATED prints their deprecation line): it means that field in each
+    selected target that declares it. This is the only place that spelling is read."""
+    from vitedge.options import option_infos
+
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        owners = [i.key for t in targets for i in option_infos(t.options) if i.field == key and i.key != key]
+        for k in owners or [key]:
+            out[k] = value
+    return out
+
+
 def check_applicable(values: dict[str, Any], targets: list[Any]) -> None:
     """Every given option must belong to at least one of the selected targets."""
     for key in values:
         if any(t.takes(key) for t in targets):
             continue
         table = option_table()
-        name = key.replace("-", "_")
-        owners = sorted({k for k, (_, info) in table.items() if k == key or info.field == name})
+        owners = sorted({k for k, (_, info) in table.items() if k == key or info.field == key.replace("-", "_")})
         where = ", ".join(t.name for t in targets)
         if owners:
             raise UsageError(f"--{owners[0]} does not apply to {where}; `vitedge targets --options TARGET` "

@@ -25,6 +25,14 @@ REFERENCE = "reference.npz"
 # pixels (--embed-preprocessing) is re-verified on images of different sizes, one array each
 PIXELS_SUFFIX = "#"
 
+def bundle_files(bundle: Path, artifact_files: list[str]) -> list[str]:
+    """The files the manifest checksums: every top-level file but the manifest, and each file the
+    artifact lists inside a directory (a Core ML .mlpackage: its weights are checksummed like any
+    model file). Other subdirectories are the device's (OpenVINO's model cache, written on load)."""
+    top = {p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST}
+    return sorted(top | {f for f in artifact_files if (bundle / f).is_file()})
+
+
 def file_entries(bundle: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return {n: {"bytes": (bundle / n).stat().st_size, "sha256": sha256_file(bundle / n)} for n in sorted(names)}
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from vitedge import __version__
 from vitedge.bundle.manifest import (
-    MANIFEST,
     REFERENCE,
+    bundle_files,
     file_entries,
     write_manifest,
 )
@@ -86,8 +86,7 @@ def write_bundle_files(bundle: Path, report: ExportReport, export: ExportConfig,
         "device": device_requirements(report.artifact.runtime),
     }
     (bundle / README).write_text(render_readme(data))
-    names = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST)
-    write_manifest(bundle, {**data, "files": file_entries(bundle, names)})
+    write_manifest(bundle, {**data, "files": file_entries(bundle, bundle_files(bundle, report.artifact.files))})
 
 
 def _f(v: Any, fmt: str = ".4g") -> str:

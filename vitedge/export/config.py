@@ -60,3 +60,9 @@ class ExportInfo:
         if self.rewrites:
             out["rewrites"] = self.rewrites
         return out
+
+    @classmethod
+    def from_dict(cls, path: Path, d: dict[str, Any]) -> ExportInfo:
+        """The inverse of `to_dict` for a graph at `path` (vitedge.export.cache)."""
+        return cls(path, d["exporter"], d["opset"], d["dynamic_batch"], d["external_data"], d.get("fallback_reason"),
+                   dict(d.get("slim") or {}), d.get("dynamic_size", False), dict(d.get("rewrites") or {}))

@@ -21,6 +21,7 @@ import torch
 from vitedge import interrupts
 from vitedge.card import ModelCard
 from vitedge.errors import ExportError
+from vitedge.export.cache import cached_export
 from vitedge.export.config import (  # noqa: F401  (re-exported: the exporter's settings live there)
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -134,8 +135,16 @@ def export_onnx(
     module: torch.nn.Module, card: ModelCard, path: str | Path, cfg: ExportConfig = ExportConfig(),
     extra_metadata: dict[str, str] | None = None,
 ) -> ExportInfo:
-    """Export `module` to `path` (a final location the caller made safe, e.g. a temp dir)."""
+    """Export `module` to `path` (a final location the caller made safe, e.g. a temp dir); with
+    VITEDGE_EXPORT_CACHE set, a copy of the same export made earlier (vitedge.export.cache)."""
     path = Path(path)
+    module = module.eval()
+    return cached_export(module, card, path, cfg, extra_metadata,
+                         lambda: _export_onnx(module, card, path, cfg, extra_metadata))
+
+
+def _export_onnx(module: torch.nn.Module, card: ModelCard, path: Path, cfg: ExportConfig,
+                 extra_metadata: dict[str, str] | None) -> ExportInfo:
     module, rewrites = apply_rewrites(module.eval(), cfg.rewrites)
     h, w = card.preprocess.input_size
     # Batch 2 for a dynamic export: torch.export specialises a size-1 dimension to the constant 1.

@@ -212,8 +212,12 @@ class Target:
         return build_options(self.options, dict(values or {}), where=f"target {self.name}")
 
     def takes(self, key: str) -> bool:
-        """Whether `key` (a flag key like "ort-calib-method" or a field name) is one of its options."""
-        return any(key in (i.key, i.field) for i in option_infos(self.options))
+        """Whether `key` (a flag key like "ort-calib-method") is one of its options."""
+        return any(key == i.key for i in option_infos(self.options))
+
+    def option_key(self, field_name: str) -> str:
+        """The key of one of its options' fields (e.g. its `fallback_option`)."""
+        return next(i.key for i in option_infos(self.options) if i.field == field_name)
 
     def options_from(self, values: dict[str, Any]) -> Any:
         """Its options instance from the values it declares (others belong to other targets)."""

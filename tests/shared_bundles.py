@@ -1,0 +1,100 @@
+"""Bundles built once per test run and shared by every test (and xdist worker) that reads one.
+
+`shared_bundle(target, model)` runs the real `vitedge export` (the CLI, default options, 64
+synthetic calibration images, 400 judging images) the first time any worker asks for that pair,
+under a file lock, into a directory of the run (conftest.pytest_configure names it); later calls
+get the finished bundle. The contract test (test_contract.py) asserts what every target owes; the
+per-target files read the same bundles for what is specific to theirs instead of building again.
+Shared bundles are read-only: a test that changes files copies the bundle first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ENV = "VITEDGE_TEST_SHARED_BUNDLES"
+EXPORT_ARGS = ("--eval-n", "400", "--bench-budget", "0.1")
+CALIB_ARGS = ("--calib", "synthetic", "--num-calib", "64")
+
+
+@dataclass(frozen=True)
+class SharedBundle:
+    target: str
+    model: str
+    dir: Path
+    exit_code: int
+    stderr: str
+
+    @cached_property
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.dir / "report.json").read_text())
+
+    @cached_property
+    def manifest(self) -> Any:
+        from vitedge.bundle.manifest import read_manifest
+
+        return read_manifest(self.dir)
+
+    @property
+    def main_file(self) -> Path:
+        return self.manifest.main_file
+
+    @cached_property
+    def artifact(self) -> Any:
+        """What the target's build returned, as the bundle records it."""
+        from vitedge.targets.registry import Artifact
+
+        a = self.manifest.data["artifact"]
+        return Artifact(a["file"], list(a["files"]), self.manifest.runtime, dict(a.get("runner_options") or {}),
+                        dict(self.report.get("details") or {}), list(self.report.get("notes") or []),
+                        a.get("predicted_by"))
+
+    @cached_property
+    def loaded(self) -> Any:
+        from vitedge.models.resolve import load_model
+
+        return load_model(self.model)
+
+    @property
+    def ctx(self) -> Any:
+        """The parts of the build's BuildContext a test reads (the model, the bundle directory)."""
+        assert self.exit_code == 0, f"vitedge export {self.model} --target {self.target} failed: {self.stderr}"
+        return SimpleNamespace(loaded=self.loaded, bundle_dir=self.dir)
+
+
+def _root() -> Path:
+    root = os.environ.get(ENV)
+    if not root:  # outside pytest_configure (a plain import): this process's own directory
+        root = os.environ[ENV] = tempfile.mkdtemp(prefix="vitedge-test-bundles-")
+    return Path(root)
+
+
+def shared_bundle(target: str, model: str = "vit-tiny") -> SharedBundle:
+    from vitedge.cli.main import main
+    from vitedge.targets.registry import get_target
+
+    root = _root()
+    key = f"{model}--{target}"
+    done = root / f"{key}.json"
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for this build instead of repeating it
+        if not done.exists():
+            args = ["export", model, "--target", target, "--out", str(root / key), *EXPORT_ARGS]
+            if get_target(target).needs_calibration:
+                args += CALIB_ARGS
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(args)
+            done.write_text(json.dumps({"exit_code": rc, "stderr": err.getvalue()}))
+    result = json.loads(done.read_text())
+    return SharedBundle(target, model, root / key, result["exit_code"], result["stderr"])
