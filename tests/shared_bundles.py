@@ -93,7 +93,8 @@ def shared_bundle(target: str, model: str = "vit-tiny") -> SharedBundle:
             if get_target(target).needs_calibration:
                 args += CALIB_ARGS
             err = io.StringIO()
-            with contextlib.redirect_stderr(err):
+            # the export's tables and progress are not the asking test's output (it may parse its own)
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 rc = main(args)
             done.write_text(json.dumps({"exit_code": rc, "stderr": err.getvalue()}))
     result = json.loads(done.read_text())

@@ -211,3 +211,30 @@ def test_et_dynamic_batch_opt_in(tmp_path):
         for n in (1, 5, 8):
             out = r.infer({"input": x[:n]})["logits"]
             assert out.shape == (n, 10) and np.abs(out - ref[:n]).max() < 1e-4
+
+
+def test_attention_with_an_additive_bias_is_decomposed_without_the_masked_row_guard():
+    """A learned position bias passed as SDPA's float attn_mask (timm's TinyViT, LeViT, Swin) takes
+    the plain decomposition too: no eq/any/where/full_like guard for the portable kernels, the same
+    numbers. A boolean mask keeps torch's own decomposition (a row can be fully masked there)."""
+    from vitedge.targets.executorch import _plain_sdpa
+
+    class Biased(torch.nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, x):
+            return torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=self.mask)
+
+    x = torch.randn(1, 2, 5, 8)
+    guard = {"eq", "any", "where", "logical_not", "full_like"}
+    for mask, plain in ((torch.randn(2, 5, 5), True), (torch.rand(5, 5) > 0.3, False)):
+        module = Biased(mask).eval()
+        ep, rewritten = _plain_sdpa(torch.export.export(module, (x,), strict=False))
+        assert rewritten == (1 if plain else 0)
+        ops = {str(n.target).split(".")[1] for n in ep.graph.nodes if n.op == "call_function" and "aten" in str(n.target)}
+        # rewritten: no guard left; not: SDPA left whole for torch's own decomposition at lowering
+        assert (not ops & guard and "scaled_dot_product_attention" not in ops) if plain else \
+            ops == {"scaled_dot_product_attention"}, ops
+        torch.testing.assert_close(ep.module()(x), module(x), atol=1e-5, rtol=1e-5)
