@@ -329,8 +329,11 @@ def test_the_export_cache_copies_the_same_export_and_misses_on_what_changes_the_
     for m, cfg in ((changed_weight, ExportConfig()), (flagged, ExportConfig()), (module, ExportConfig(static_batch=1))):
         with pytest.raises(AssertionError, match="exported again"):
             export_onnx(m, card, tmp_path / "b" / "model.onnx", cfg)
-    # a cache that cannot be written never fails the export
+    # an entry damaged by hand is exported again, not an error; a cache that cannot be written
+    # never fails the export
     monkeypatch.setattr(onnx_export, "_export_onnx", real)
+    next((tmp_path / "cache").rglob("model.onnx")).unlink()
+    assert export_onnx(module, card, tmp_path / "b" / "model.onnx").to_dict() == first.to_dict()
     (tmp_path / "not-a-dir").write_text("x")
     monkeypatch.setenv(cache.ENV, str(tmp_path / "not-a-dir"))
     assert export_onnx(module, card, tmp_path / "b" / "model.onnx").exporter == "dynamo"

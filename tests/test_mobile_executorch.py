@@ -214,7 +214,7 @@ def test_et_dynamic_batch_opt_in(tmp_path):
 
 
 def test_attention_with_an_additive_bias_is_decomposed_without_the_masked_row_guard():
-    """A learned position bias passed as SDPA's float attn_mask (timm's TinyViT, LeViT, Swin) takes
+    """A learned position bias passed as SDPA's float attn_mask (timm's TinyViT, Swin) takes
     the plain decomposition too: no eq/any/where/full_like guard for the portable kernels, the same
     numbers. A boolean mask keeps torch's own decomposition (a row can be fully masked there)."""
     from vitedge.targets.executorch import _plain_sdpa

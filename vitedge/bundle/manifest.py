@@ -25,6 +25,7 @@ REFERENCE = "reference.npz"
 # pixels (--embed-preprocessing) is re-verified on images of different sizes, one array each
 PIXELS_SUFFIX = "#"
 
+
 def bundle_files(bundle: Path, artifact_files: list[str]) -> list[str]:
     """The files the manifest checksums: every top-level file but the manifest, and each file the
     artifact lists inside a directory (a Core ML .mlpackage: its weights are checksummed like any

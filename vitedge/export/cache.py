@@ -93,8 +93,11 @@ def cached_export(module: torch.nn.Module, card: ModelCard, path: Path, cfg: Exp
     key = export_key(module, card, cfg, path.name, extra_metadata)
     entry = root / key[:2] / key
     if (entry / "info.json").is_file():
-        shutil.copyfile(entry / path.name, path)
-        return ExportInfo.from_dict(path, json.loads((entry / "info.json").read_text()))
+        try:
+            shutil.copyfile(entry / path.name, path)
+            return ExportInfo.from_dict(path, json.loads((entry / "info.json").read_text()))
+        except (OSError, ValueError, KeyError):  # an entry damaged by hand: export as if it were not there
+            path.unlink(missing_ok=True)
     info = export()
     if not info.external_data:
         _store(entry, path, info)

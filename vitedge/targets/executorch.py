@@ -13,7 +13,7 @@ Android/iOS/Linux boards and under its Python bindings here, where vitedge runs 
 - Attention: `nn.MultiheadAttention` exports as `scaled_dot_product_attention`, whose default
   decomposition guards fully masked rows with eq/any/logical_not/where (`_safe_softmax`). None of
   those are XNNPACK ops, so each attention block would leave ~8 nodes on the portable kernels and
-  split the delegate. Without a mask, or with a finite additive bias (TinyViT, LeViT, Swin), no
+  split the delegate. Without a mask, or with a finite additive bias (TinyViT, Swin), no
   row can be fully masked, so vitedge decomposes SDPA itself into scale -> matmul (+ bias) ->
   softmax -> matmul (`plain_softmax`, on by default; the report lists the rewritten nodes, and
   parity is measured on the rewritten program).
@@ -99,7 +99,7 @@ def _export(module: Any, x: Any, dynamic_max: int | None) -> Any:
 
 
 def _plain_call(node: Any) -> bool:
-    """No mask, or an additive float one (a learned position bias: TinyViT, LeViT, Swin); not a
+    """No mask, or an additive float one (a learned position bias: TinyViT, Swin); not a
     boolean mask, causal or dropout call."""
     names = ("attn_mask", "dropout_p", "is_causal")
     given = dict(zip(names, node.args[3:], strict=False)) | {k: node.kwargs[k] for k in names if k in node.kwargs}
