@@ -21,6 +21,7 @@ the user's to clear.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -46,6 +47,7 @@ def cache_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+@functools.lru_cache(maxsize=1)  # once per process: package metadata and the exporter's sources
 def _versions() -> dict[str, str]:
     out = {}
     for dist in _DISTS:
