@@ -15,7 +15,9 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -83,19 +85,34 @@ def shared_bundle(target: str, model: str = "vit-tiny") -> SharedBundle:
     from vitedge.cli.main import main
     from vitedge.targets.registry import get_target
 
-    root = _root()
     key = f"{model}--{target}"
-    done = root / f"{key}.json"
+
+    def build(out: Path) -> dict[str, Any]:
+        args = ["export", model, "--target", target, "--out", str(out), *EXPORT_ARGS]
+        if get_target(target).needs_calibration:
+            args += CALIB_ARGS
+        err = io.StringIO()
+        # the export's tables and progress are not the asking test's output (it may parse its own)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(args)
+        return {"exit_code": rc, "stderr": err.getvalue()}
+
+    out, result = shared_dir(key, build)
+    return SharedBundle(target, model, out, result["exit_code"], result["stderr"])
+
+
+def shared_dir(key: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """`build(directory)` run once per test run, by whichever worker asks first, under a file lock
+    (the other waits for it instead of repeating it); every asker gets the directory and what
+    `build` returned (JSON). For the costly module fixtures too: xdist hands a module's tests to
+    both workers (conftest: one test at a time), and a module fixture would be built in each.
+    A build that raises leaves nothing behind, and the next asker tries again."""
+    root = _root()
+    out, done = root / key, root / f"{key}.json"
     with open(root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for this build instead of repeating it
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            args = ["export", model, "--target", target, "--out", str(root / key), *EXPORT_ARGS]
-            if get_target(target).needs_calibration:
-                args += CALIB_ARGS
-            err = io.StringIO()
-            # the export's tables and progress are not the asking test's output (it may parse its own)
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                rc = main(args)
-            done.write_text(json.dumps({"exit_code": rc, "stderr": err.getvalue()}))
-    result = json.loads(done.read_text())
-    return SharedBundle(target, model, root / key, result["exit_code"], result["stderr"])
+            shutil.rmtree(out, ignore_errors=True)  # what a build that raised left
+            result = build(out)
+            done.write_text(json.dumps(result))
+    return out, json.loads(done.read_text())

@@ -26,6 +26,7 @@ import pytest
 import torch
 from images import write_awkward_images, write_corrupt_jpeg
 from PIL import Image
+from shared_bundles import shared_bundle
 
 from vitedge.bundle.manifest import MANIFEST, manifest_digest
 from vitedge.models.checkpoint import save_checkpoint
@@ -149,13 +150,11 @@ def assets(tmp_path_factory):
     (d / "awkward" / "disk").mkdir(parents=True)
     write_awkward_images(d / "awkward" / "disk")
     (d / "awkward" / "disk" / "README.txt").write_text("skip me")
-    # bundles
-    loaded = load_model("vit-tiny")
-    from vitedge.pipeline import BenchConfig, ExportRequest, export_target
-
+    # bundles: convnext-zepto's (the contract test's), built once per run for every test that reads them (every case copies first)
     for t in ("onnx-fp32", "ov-fp32"):
-        export_target(loaded, ExportRequest(target=t, out=d / f"bundle-{t}", eval_n=20,
-                                            bench=BenchConfig(warmup=1, min_runs=3, budget_s=0.1)))
+        b = shared_bundle(t, "convnext-zepto")
+        assert b.exit_code == 0, b.stderr
+        (d / f"bundle-{t}").symlink_to(b.dir, target_is_directory=True)
     return d
 
 

@@ -33,11 +33,11 @@ FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.2)
 REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """vit-tiny's onnx-fp32 and ov-fp32 bundles (`vitedge export`, shared with every test that
+    """convnext-zepto's onnx-fp32 and ov-fp32 bundles (`vitedge export`, the contract test's, shared with every test that
     reads them: tests/shared_bundles.py), under one directory. Read-only: `_copy` to change one."""
     root = tmp_path_factory.mktemp("bundles")
     for target in ("onnx-fp32", "ov-fp32"):
-        b = shared_bundle(target, "vit-tiny")
+        b = shared_bundle(target, "convnext-zepto")
         assert b.exit_code == 0, b.stderr
         (root / target).symlink_to(b.dir, target_is_directory=True)
     return root
@@ -210,7 +210,7 @@ def test_load_refuses_a_bundle_that_failed_parity(bundles, tmp_path):
 
 
 def test_example_app_classifies_a_folder_without_torch(bundles, tmp_path):
-    data = synthetic_split("test", load_model("vit-tiny").card.preprocess, 12)
+    data = synthetic_split("test", load_model("convnext-zepto").card.preprocess, 12)
     for i, (im, y) in enumerate(zip(data.images, data.labels, strict=True)):
         Image.fromarray(np.asarray(im)).save(tmp_path / f"img{i:02d}_{data.classes[y]}.png")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")

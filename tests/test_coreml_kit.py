@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cores import THREADS
 
 ct = pytest.importorskip("coremltools", reason="needs the coreml extra")
 
@@ -101,7 +102,7 @@ def test_coreml_standin_predicts_parity_within_tolerance(built, name, precision)
     x = synthetic_split("test", spec, 64, 0).as_inputs(spec)
     with torch.no_grad():
         ref = ctx.loaded.module.eval()(torch.from_numpy(x)).numpy()
-    with OrtRunner(ctx.bundle_dir / art.main_file, threads=2, **art.runner_options) as r:
+    with OrtRunner(ctx.bundle_dir / art.main_file, threads=THREADS, **art.runner_options) as r:
         out = r.infer({"input": x})["logits"]
     cos = _cos(out, ref)
     assert np.abs(out - ref).max() > 1e-5  # the stand-in really is reduced precision

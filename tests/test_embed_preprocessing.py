@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from shared_bundles import shared_dir
 
 from vitedge.calib.preprocess import PreprocessSpec, normalize, resize_and_crop
 from vitedge.cli.main import main
@@ -142,11 +143,10 @@ def _export(out: Path, target: str, *extra: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ov_bundle(tmp_path_factory):
+def ov_bundle():
+    """Built once per run for both xdist workers (tests/shared_bundles.py); read-only."""
     pytest.importorskip("openvino")
-    out = tmp_path_factory.mktemp("ov") / "b"
-    _export(out, "ov-int8", "--calib", "synthetic")
-    return out
+    return shared_dir("embed-ov-int8", lambda out: _export(out, "ov-int8", "--calib", "synthetic"))[0]
 
 
 def _python_logits(bundle: Path, files: list[Path]) -> np.ndarray:
@@ -227,12 +227,13 @@ def cpp_app(tmp_path_factory):
         if os.environ.get("VITEDGE_REQUIRE_CPP"):
             pytest.fail(f"the C++ example cannot be built: missing {missing}")
         pytest.skip(f"missing {missing}: apt-get install g++ cmake libjpeg-dev libpng-dev nlohmann-json3-dev")
-    build = tmp_path_factory.mktemp("cpp")
-    ov_cmake = Path(ov.__file__).parent / "cmake"
-    subprocess.run(["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(build), f"-DOpenVINO_DIR={ov_cmake}"],
-                   check=True, capture_output=True, text=True)
-    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True, text=True)
-    return build / "vitedge_classify"
+    def cmake(build: Path) -> None:  # once per run for both xdist workers (tests/shared_bundles.py)
+        ov_cmake = Path(ov.__file__).parent / "cmake"
+        subprocess.run(["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(build),
+                        f"-DOpenVINO_DIR={ov_cmake}"], check=True, capture_output=True, text=True)
+        subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True, text=True)
+
+    return shared_dir("cpp-app", cmake)[0] / "vitedge_classify"
 
 
 @pytest.mark.slow

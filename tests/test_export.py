@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cores import THREADS
 from no_torch import NO_TORCH
 
 from vitedge.card import ModelCard
@@ -50,7 +51,7 @@ def test_dynamic_batch_1_and_5_on_the_same_file(vit):
     assert "LayerNormalization" in ops and "Gelu" in ops  # opset 20 ops, not decompositions
     dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param and not dim0.dim_value  # symbolic batch, nothing baked in
-    with OrtRunner(path, threads=2) as runner:
+    with OrtRunner(path, threads=THREADS) as runner:
         for batch in (1, 5):
             x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64)).astype(np.float32)
             got = runner.infer({"input": x})["logits"]
@@ -79,7 +80,7 @@ def test_openvino_targets_start_from_an_onnx_without_the_gemm_rewrite(vit, tmp_p
     assert rewritten >= exporters_own + 12  # fc1 and fc2 of 6 blocks (else this test tests nothing)
     assert kept == exporters_own and info.slim["skipped_fusions"] == ["FusionGemm"]
     x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    with OpenVinoRunner(tmp_path / "ov.onnx", threads=2) as runner:
+    with OpenVinoRunner(tmp_path / "ov.onnx", threads=THREADS) as runner:
         np.testing.assert_allclose(runner.infer({"input": x})["logits"], torch_logits(loaded.module, x), atol=1e-4)
 
 
@@ -115,7 +116,7 @@ def test_external_data_path(tmp_path):
     assert (tmp_path / "model.onnx.data").stat().st_size > 10_000_000  # the weights
     assert path.stat().st_size < 1_000_000  # the graph only
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    with OrtRunner(path, threads=2) as r:
+    with OrtRunner(path, threads=THREADS) as r:
         np.testing.assert_allclose(r.infer({"input": x})["logits"], torch_logits(loaded.module, x), atol=1e-4)
 
 
@@ -125,7 +126,7 @@ def test_static_batch_and_opset_flags(tmp_path):
     info = export_onnx(loaded.module, loaded.card, path, ExportConfig(opset=18, static_batch=4))
     model = onnx.load(str(path))
     assert info.opset == 18 and model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 4
-    with OrtRunner(path, threads=2) as r:
+    with OrtRunner(path, threads=THREADS) as r:
         with pytest.raises(InputError, match="dimension 0 must be 4"):
             r.infer({"input": np.zeros((2, 3, 64, 64), np.float32)})
     with pytest.raises(UsageError, match="out of range"):
@@ -159,14 +160,14 @@ def test_runner_must_be_activated(vit):
 def test_openvino_fp32_matches_and_reports_its_precision(vit):
     loaded, path, _ = vit
     x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
-    with OpenVinoRunner(path, threads=2, inference_precision="f32") as r:
+    with OpenVinoRunner(path, threads=THREADS, inference_precision="f32") as r:
         np.testing.assert_allclose(r.infer({"input": x})["logits"], torch_logits(loaded.module, x), atol=1e-4)
         assert r.info()["actual"]["INFERENCE_PRECISION_HINT"] in ("f32", "<Type: 'float32'>", "float32")
     from vitedge.sysinfo import cpu_flags
 
     if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():
         # The trap the explicit hint avoids: left alone, the CPU plugin computes in bf16 here.
-        with OpenVinoRunner(path, threads=2, inference_precision=None) as r:
+        with OpenVinoRunner(path, threads=THREADS, inference_precision=None) as r:
             assert "bf16" in r.info()["actual"]["INFERENCE_PRECISION_HINT"].lower() or \
                 "bfloat16" in r.info()["actual"]["INFERENCE_PRECISION_HINT"].lower()
 
@@ -175,7 +176,7 @@ def test_openvino_fp32_matches_and_reports_its_precision(vit):
 @pytest.mark.parametrize("model", ["vit-tiny", "convnext-zepto"])
 def test_builtin_models_meet_the_fp32_goal(tmp_path, model):
     report = export_target(load_model(model), ExportRequest(
-        target="onnx-fp32", out=tmp_path / "b", eval_n=500, bench=FAST_BENCH, threads=2))
+        target="onnx-fp32", out=tmp_path / "b", eval_n=500, bench=FAST_BENCH, threads=THREADS))
     d = report.to_dict()
     assert report.passed
     assert d["parity"]["max_abs"] <= 1e-4 and d["parity"]["top1_agreement"] == 1.0

@@ -68,12 +68,15 @@ def test_image_loader_random_bytes(tmp_path, raw):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from vitedge.models.resolve import load_model
-    from vitedge.pipeline import BenchConfig, ExportRequest, export_target
+    """convnext-zepto's onnx-fp32 bundle (the contract test's), copied: the soak writes into it."""
+    import shutil
 
+    from shared_bundles import shared_bundle
+
+    b = shared_bundle("onnx-fp32", "convnext-zepto")
+    assert b.exit_code == 0, b.stderr
     out = tmp_path_factory.mktemp("b") / "bundle"
-    export_target(load_model("vit-tiny"), ExportRequest(target="onnx-fp32", out=out, eval_n=20,
-                                                      bench=BenchConfig(warmup=1, min_runs=3, budget_s=0.1)))
+    shutil.copytree(b.dir, out)
     return out
 
 

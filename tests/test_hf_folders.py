@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cores import THREADS
 from hf_models import FAMILIES, save_folder
 
 from vitedge.cli.main import main
@@ -154,7 +155,7 @@ def test_ov_int8_from_a_folder_gives_the_pipelines_top1(ground, tmp_path, capsys
     folder = _probe_folder(tmp_path, photos, "convnext")
     out = tmp_path / "b"
     code = main(["export", str(folder), "--target", "ov-int8", "--calib", str(ground / "photos" / "all"),
-                 "--out", str(out), "--threads", "2", "--bench-budget", "0.3"])
+                 "--out", str(out), "--threads", str(THREADS), "--bench-budget", "0.3"])
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert code == 0 and report["verdict"] == "passed", (printed[-1500:], report["parity"]["checks"])
@@ -181,19 +182,21 @@ def test_timm_hub_folder_exports_without_arch(tmp_path, capsys, torch_threads):
     from vitedge.models.resolve import load_model
 
     model = timm.create_model("resnet18", pretrained=False, num_classes=4).eval()
+    # 64 px instead of timm's 224: the size is read from the same pretrained_cfg (asserted below)
     model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                            "crop_pct": 0.9}
+                            "crop_pct": 0.9, "input_size": (3, 64, 64)}
     folder = tmp_path / "timm-folder"
     timm.models.save_for_hf(model, folder, model_config={"label_names": ["cat", "dog", "fox", "owl"]})
     loaded = load_model(str(folder))
     assert loaded.card.arch == "timm:resnet18" and loaded.card.classes == ("cat", "dog", "fox", "owl")
     assert loaded.card.preprocess.mean == (0.5, 0.5, 0.5) and loaded.card.preprocess.crop_pct == 0.9
+    assert loaded.card.preprocess.input_size == (64, 64)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.module(x), model(x))
     out = tmp_path / "b"
     assert main(["export", str(folder), "--target", "onnx-fp32", "--out", str(out), "--bench-budget", "0.2",
-                 "--eval-n", "64"]) == 0  # 224 px: the default 2,000 images tripled this test for nothing
+                 "--eval-n", "64"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["card"]["classes"] == ["cat", "dog", "fox", "owl"]  # the label names reach the device
 

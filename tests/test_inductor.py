@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cores import THREADS
 from shared_bundles import shared_bundle
 
 pytest.importorskip("torchao")
@@ -39,7 +40,7 @@ def _ctx(name: str, root: Path, options: InductorOptions | None = None, static_b
     work.mkdir(parents=True)
     return BuildContext(loaded=loaded, bundle_dir=bundle, work_dir=work, onnx=None,
                         options=options or InductorOptions(), export=ExportConfig(static_batch=static_batch),
-                        calibration=load_calibration("synthetic", loaded.card.preprocess, 64, 0), threads=2)
+                        calibration=load_calibration("synthetic", loaded.card.preprocess, 64, 0), threads=THREADS)
 
 
 def _test_inputs(ctx: BuildContext) -> np.ndarray:
@@ -53,7 +54,7 @@ def _reference(ctx: BuildContext, x: np.ndarray) -> np.ndarray:
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    with AotiRunner(path, threads=2) as r:
+    with AotiRunner(path, threads=THREADS) as r:
         return r.infer({"input": x})["logits"]
 
 
@@ -95,7 +96,7 @@ def test_int8_kernels_are_int8(int8_build):
 def test_int8_dynamic_batch(int8_build):
     ctx, art = int8_build
     x = _test_inputs(ctx)
-    with AotiRunner(ctx.bundle_dir / art.main_file, threads=2) as r:
+    with AotiRunner(ctx.bundle_dir / art.main_file, threads=THREADS) as r:
         assert r.inputs()[0].shape[0] == "batch"
         assert r.max_batch() is None
         full = r.infer({"input": x[:5]})["logits"]
@@ -127,7 +128,7 @@ def test_concurrent_calls_match_serial(int8_build):
     identical to serial calls (the container hands each call a model under a mutex)."""
     ctx, art = int8_build
     x = _test_inputs(ctx)[:8]
-    with AotiRunner(ctx.bundle_dir / art.main_file, threads=2) as r:
+    with AotiRunner(ctx.bundle_dir / art.main_file, threads=THREADS) as r:
         serial = [r.infer({"input": x[i:i + 1]})["logits"] for i in range(8)]
         out: dict[int, np.ndarray] = {}
         errors: list[BaseException] = []

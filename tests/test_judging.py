@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from cores import THREADS
 from PIL import Image
 
 from vitedge.cli.main import main
@@ -45,7 +46,7 @@ def test_calibration_images_left_over_judge_the_artifact(pretrained, photos, tmp
 
     calib = load_calibration(str(photos), pretrained.card.preprocess, 300, 0, judges_too=True)
     report = export_target(pretrained, ExportRequest(target="ort-int8", out=tmp_path / "b", calibration=calib,
-                                                     threads=2))
+                                                     threads=THREADS))
     d = report.to_dict()
     assert d["verdict"] == "passed" and report.passed
     assert d["calibration"]["samples"] == 20
@@ -66,7 +67,7 @@ def test_int8_without_the_models_own_images_is_not_judged(pretrained, tmp_path, 
     ckpt = save_checkpoint(tmp_path / "user.safetensors", pretrained.module, pretrained.card)
     out = tmp_path / "int8"
     code = main(["export", str(ckpt), "--target", "ort-int8", "--calib", "synthetic", "--num-calib", "32",
-                 "--out", str(out), "--threads", "2", "--bench-budget", "0.3"])
+                 "--out", str(out), "--threads", str(THREADS), "--bench-budget", "0.3"])
     printed = capsys.readouterr()
     assert code == 0, printed.err  # not a failure: nothing was judged
     assert "NOT JUDGED" in printed.out
@@ -75,7 +76,7 @@ def test_int8_without_the_models_own_images_is_not_judged(pretrained, tmp_path, 
     assert [c["metric"] for c in report["parity"]["checks"]] == []  # nothing gated; numbers still reported
     assert report["parity"]["cosine_mean"] > 0
     # a float target on the same model is judged as before (the same maths on any input)
-    code = main(["export", str(ckpt), "--target", "onnx-fp32", "--out", str(tmp_path / "fp32"), "--threads", "2",
+    code = main(["export", str(ckpt), "--target", "onnx-fp32", "--out", str(tmp_path / "fp32"), "--threads", str(THREADS),
                  "--bench-budget", "0.3"])
     assert code == 0
     fp32 = json.loads((tmp_path / "fp32" / "report.json").read_text())
@@ -89,7 +90,7 @@ def test_unlabelled_eval_folder_and_min_cosine_fallback(pretrained, photos, tmp_
 
     calib = load_calibration("synthetic", pretrained.card.preprocess, 64, 0)
     report = export_target(pretrained, ExportRequest(
-        target="ort-int8", out=tmp_path / "b", calibration=calib, eval_data=str(photos), threads=2,
+        target="ort-int8", out=tmp_path / "b", calibration=calib, eval_data=str(photos), threads=THREADS,
         budget=Budget(min_cosine=0.99999), tolerance={"cosine_mean": 0.99999}, fallback_n=16))
     d = report.to_dict()
     assert d["accuracy"]["n"] is None and d["parity"]["images_n"] == 24  # 40 minus the 16 searched on

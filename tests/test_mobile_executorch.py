@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cores import THREADS
 
 pytest.importorskip("executorch.runtime", reason="needs the executorch extra")
 pytest.importorskip("executorch.backends.xnnpack.partition.xnnpack_partitioner")
@@ -35,10 +36,10 @@ def _ctx(tmp, name, options=EtOptions(), static_batch=1, calib=True):
     cal = load_calibration("synthetic", loaded.card.preprocess, 64, 0) if calib else None
     return BuildContext(loaded=loaded, bundle_dir=tmp / "bundle", work_dir=tmp / "work", onnx=None,
                         options=options, export=ExportConfig(static_batch=static_batch), calibration=cal,
-                        threads=2)
+                        threads=THREADS)
 
 
-def _run(path, x, threads=2, **opts):
+def _run(path, x, threads=THREADS, **opts):
     with ExecuTorchRunner(path, threads=threads, **opts) as r:
         b = r.max_batch()
         outs = [r.infer({"input": x[i:i + b]})["logits"] for i in range(0, len(x), b)]
@@ -48,7 +49,7 @@ def _run(path, x, threads=2, **opts):
 def _data(loaded):
     spec = loaded.card.preprocess
     x = synthetic_split("test", spec, N_TEST, 0).as_inputs(spec)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     with torch.no_grad():
         ref = loaded.module.eval()(torch.from_numpy(x)).numpy()
     return x, ref
@@ -65,9 +66,10 @@ def built():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_et_fp32_matches_pytorch(built, name):
-    ctx, art, pte = built(name, "fp32")
+def test_et_fp32_matches_pytorch(built):
+    # the ViT's fp32 program is held to the same 1e-4 in test_et_dynamic_batch_opt_in (built there
+    # with a dynamic batch: one vit-tiny fp32 lowering instead of two, about 45 s of the suite)
+    ctx, art, pte = built("convnext-zepto", "fp32")
     assert art.runtime == "executorch" and art.main_file == "model.pte" and pte.stat().st_size > 1e5
     assert pte.read_bytes()[4:8] == b"ET12"  # the ExecuTorch flatbuffer identifier
     x, ref = _data(ctx.loaded)
@@ -84,16 +86,14 @@ def test_et_fp32_matches_pytorch(built, name):
     assert d["batch"] == {"static": 1}
 
 
-@pytest.mark.slow
-def test_et_vit_attention_stays_in_the_delegate(built):
+def _attention_stays_in_the_delegate(d):
     """The plain-softmax SDPA decomposition keeps softmax and both matmuls in XNNPACK and leaves
     none of torch's masked-row guard (eq/any/where/logical_not) on the portable kernels."""
-    _, art, _ = built("vit-tiny", "fp32")
-    d = art.details
     assert d["attention"].startswith("6 SDPA")
     assert any("softmax" in k for k in d["delegated_ops"])
     guard = ("eq", "any", "where", "logical_not", "full_like")
-    assert not [k for k in d["non_delegated_ops"] if k.split(".")[1] in guard], d["non_delegated_ops"]
+    # keys are "aten.eq.Tensor"-like; a dynamic batch adds symbolic-size ones with fewer dots
+    assert not [k for k in d["non_delegated_ops"] if set(k.split(".")[1:2]) & set(guard)], d["non_delegated_ops"]
 
 
 @pytest.mark.slow
@@ -110,14 +110,16 @@ def test_et_int8_within_int8_tolerance(built, name):
     d = art.details
     assert d["quantize_nodes"] > 0 and d["calibration"]["samples"] == 64
     assert "per-channel" in d["scheme"]["weights"]
-    # int8 weights: clearly smaller than the fp32 program
-    fp32_size = built(name, "fp32")[2].stat().st_size
-    assert pte.stat().st_size < 0.5 * fp32_size
+    # int8 weights: clearly smaller than the fp32 weights alone (4 bytes a parameter)
+    fp32_weights = 4 * sum(p.numel() for p in ctx.loaded.module.parameters())
+    assert pte.stat().st_size < 0.5 * fp32_weights
+    if name == "vit-tiny":
+        _attention_stays_in_the_delegate(d)  # quantised too
 
 
 @pytest.mark.slow
 def test_et_runner_specs_threads_and_info(built):
-    _, _, pte = built("vit-tiny", "fp32")
+    _, _, pte = built("convnext-zepto", "fp32")
     with ExecuTorchRunner(pte, threads=1) as r:
         (spec,) = r.inputs()
         assert (spec.name, spec.dtype, spec.shape) == ("input", "float32", (1, 3, 64, 64))
@@ -205,8 +207,9 @@ def test_et_dynamic_batch_opt_in(tmp_path):
     ctx = _ctx(tmp_path, "vit-tiny", EtOptions(dynamic_batch=True, max_batch=8), static_batch=None, calib=False)
     art = build_et_fp32(ctx)
     assert art.details["batch"] == {"dynamic": [1, 8]} and art.runner_options["dynamic_batch"]
+    _attention_stays_in_the_delegate(art.details)
     x, ref = _data(ctx.loaded)
-    with ExecuTorchRunner(ctx.bundle_dir / art.main_file, threads=2, **art.runner_options) as r:
+    with ExecuTorchRunner(ctx.bundle_dir / art.main_file, threads=THREADS, **art.runner_options) as r:
         assert r.inputs()[0].shape[0] == "batch" and r.max_batch() == 8
         for n in (1, 5, 8):
             out = r.infer({"input": x[:n]})["logits"]

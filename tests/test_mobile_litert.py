@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cores import THREADS
 from no_torch import NO_TORCH
 from shared_bundles import shared_bundle
 
@@ -56,11 +57,11 @@ def make_ctx(tmp: Path, loaded, options=None, calibrate=False) -> BuildContext:
     (tmp / "work").mkdir()
     calib = load_calibration("synthetic", loaded.card.preprocess, 64, 0) if calibrate else None
     return BuildContext(loaded=loaded, bundle_dir=tmp / "bundle", work_dir=tmp / "work", onnx=None,
-                        options=options or litert.LiteRTOptions(), calibration=calib, threads=2)
+                        options=options or litert.LiteRTOptions(), calibration=calib, threads=THREADS)
 
 
 def run(path: Path, x: np.ndarray, **options) -> np.ndarray:
-    with LiteRTRunner(path, threads=2, **options) as runner:
+    with LiteRTRunner(path, threads=THREADS, **options) as runner:
         return run_batched(runner, x)["logits"]
 
 
@@ -105,7 +106,7 @@ def test_litert_target_parity(test_data, model, precision):
         assert len(large) == (model == "convnext-zepto") and all("--litert-float-depthwise" in n for n in large)
         assert cos.mean() >= 0.998 and cos.min() >= 0.95, (cos.mean(), cos.min())
         assert top1 >= 0.98, top1
-        with LiteRTRunner(path, threads=2) as runner:
+        with LiteRTRunner(path, threads=THREADS) as runner:
             assert runner.info()["io_dtype"] == ["int8", "int8"]
 
 
@@ -185,7 +186,7 @@ def small_tflite(tmp_path_factory):
 
 def test_runner_specs_feed_checks_and_padding(small_tflite):
     path, x, ref = small_tflite
-    with LiteRTRunner(path, threads=2) as runner:
+    with LiteRTRunner(path, threads=2) as runner:  # a 16-px model: the count reported, not speed
         assert [s.name for s in runner.inputs()] == ["input"] and runner.inputs()[0].shape == (1, 3, 16, 16)
         assert [s.name for s in runner.outputs()] == ["logits"] and runner.outputs()[0].shape == (1, 4)
         info = runner.info()

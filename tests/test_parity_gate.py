@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cores import THREADS
 
 from vitedge.verify.parity import RANDOM_SET, compare
 from vitedge.verify.tolerances import tolerance_for
@@ -91,7 +92,7 @@ def test_export_of_a_model_that_ignores_its_input_is_flagged(tmp_path):
     loaded = load_model("vit-tiny")
     with torch.no_grad():
         loaded.module.head.weight.zero_()  # logits = the bias, whatever the image
-    report = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "b", eval_n=16, threads=2,
+    report = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "b", eval_n=16, threads=THREADS,
                                                  bench=BenchConfig(warmup=1, min_runs=2, budget_s=0.1)))
     d = report.to_dict()
     assert report.passed and d["parity"]["input_dependence"] < 1e-3

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cores import THREADS
 
 from vitedge.cli.main import main
 
@@ -58,7 +59,7 @@ def test_int8_export_judged_on_the_users_held_out_photos(ground, tmp_path, capsy
     code = main(["export", "timm:tf_efficientnet_lite0", "--weights",
                  str(ground / "weights" / "tf_efficientnet_lite0.safetensors"), "--classes", str(ground / "classes.txt"),
                  "--target", target, "--calib", str(ground / "photos" / "all"), "--out", str(out),
-                 "--threads", "2", "--bench-budget", "0.5", *u8])
+                 "--threads", str(THREADS), "--bench-budget", "0.5", *u8])
     printed = capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     assert "held out of --calib" in report["judged_on"] and str(ground / "photos" / "all") in report["judged_on"]
@@ -107,7 +108,7 @@ def test_a_timm_hub_folder_of_the_real_weights_needs_no_arch(ground, tmp_path, c
     from vitedge.sysinfo import has_vnni
 
     code = main(["export", str(folder), "--target", "ort-int8", "--calib", str(ground / "photos" / "all"),
-                 "--out", str(out), "--threads", "2", "--bench-budget", "0.3",
+                 "--out", str(out), "--threads", str(THREADS), "--bench-budget", "0.3",
                  *([] if has_vnni() else ["--ort-weights", "uint8"])])
     report = json.loads((out / "report.json").read_text())
     assert code == 0 and report["verdict"] == "passed", report["parity"]["checks"]

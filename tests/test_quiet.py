@@ -212,7 +212,7 @@ def test_an_app_loading_an_executorch_bundle_sees_nothing_on_stderr(tmp_path):
 
     from shared_bundles import shared_bundle
 
-    b = shared_bundle("et-fp32", "vit-tiny")  # `vitedge export`, built once per run (read-only)
+    b = shared_bundle("et-fp32", "convnext-zepto")  # the contract test's bundle (read-only)
     assert b.exit_code == 0, b.stderr
     out = b.dir
     app = ("import numpy as np, vitedge\n"

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cores import THREADS
 
 from vitedge.export.onnx_export import ExportConfig, export_onnx
 from vitedge.export.rewrites import apply_rewrites
@@ -90,5 +91,5 @@ def test_openvino_targets_export_convnext_without_transposes(tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         expected = loaded.module(torch.from_numpy(x)).numpy()
-    with OpenVinoRunner(tmp_path / "cf.onnx", threads=2) as runner:
+    with OpenVinoRunner(tmp_path / "cf.onnx", threads=THREADS) as runner:
         np.testing.assert_allclose(runner.infer({"input": x})["logits"], expected, atol=1e-4)

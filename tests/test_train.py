@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cores import THREADS
 
 from vitedge.models.resolve import load_model
 from vitedge.train import trainer
@@ -14,7 +15,7 @@ FAST = {"depth": 2, "embed_dim": 96, "num_heads": 3}
 
 def _cfg(tmp_path, name="m", **kw):
     base = dict(model="vit-tiny", out=str(tmp_path / f"{name}.safetensors"), epochs=2,
-                num_train=1500, img_size=32, batch_size=64, lr=1e-3, threads=2,
+                num_train=1500, img_size=32, batch_size=64, lr=1e-3, threads=THREADS,
                 overrides=dict(FAST))
     base.update(kw)
     return TrainConfig(**base)
@@ -65,7 +66,7 @@ def test_fine_tune_from_a_timm_checkpoint(tmp_path):
     save_file(src.state_dict(), str(weights))
     result = train(TrainConfig(
         model="timm:vit_tiny_patch16_224", init=str(weights), out=str(tmp_path / "ft.safetensors"),
-        epochs=1, num_train=400, img_size=32, batch_size=50, threads=2,
+        epochs=1, num_train=400, img_size=32, batch_size=50, threads=THREADS,
     ))
     loaded = load_model(str(result.checkpoint))
     assert loaded.card.arch == "timm:vit_tiny_patch16_224"
@@ -76,21 +77,23 @@ def test_fine_tune_from_a_timm_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_resnet18_trains_and_exports_with_parity_like_any_model(tmp_path):
-    # ViT vs CNN (issue 15): timm's ResNet-18 goes through `vitedge train` and the export
-    # pipeline under the *trained* gate (fp32: max abs 1e-4, agreement 1.0; int8: accuracy and
-    # agreement), with BatchNorm folded by the exporters.
+def test_a_timm_resnet_trains_and_exports_with_parity_like_any_model(tmp_path):
+    # ViT vs CNN (issue 15): a timm ResNet goes through `vitedge train` and the export pipeline
+    # under the *trained* gate (fp32: max abs 1e-4, agreement 1.0; int8: accuracy and agreement),
+    # with BatchNorm folded by the exporters. ResNet-10-T (timm's smallest ResNet, the same
+    # BasicBlocks and BatchNorm as ResNet-18) keeps the suite fast: 4 epochs on 3,000 images took
+    # 51 s on one core against ResNet-18's 78 s, for top-1 0.965 against 0.911 (2026-12-05).
+    # ResNet-18 itself exports in test_timm_zoo_sample.
     pytest.importorskip("timm")
     from vitedge.calib.source import load_calibration
     from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 
-    result = train(TrainConfig(model="timm:resnet18", out=str(tmp_path / "r18.safetensors"), epochs=4,
-                               num_train=3000, img_size=32, batch_size=64, threads=2))
+    result = train(TrainConfig(model="timm:resnet10t", out=str(tmp_path / "r10.safetensors"), epochs=4,
+                               num_train=3000, img_size=32, batch_size=64, threads=THREADS))
     loaded = load_model(str(result.checkpoint))
-    assert loaded.card.arch == "timm:resnet18" and not loaded.card.untrained
-    # Learned something (chance is 0.10 +- 0.007 on 2,000 test images; 2 epochs on 2,000 images
-    # gave 0.27 under this seed, more data and epochs more).
-    assert result.card.metrics["test_top1"] > 0.3
+    assert loaded.card.arch == "timm:resnet10t" and not loaded.card.untrained
+    # Learned something (chance is 0.10 +- 0.007 on 2,000 test images; 0.965 measured)
+    assert result.card.metrics["test_top1"] > 0.5
     fast = BenchConfig(warmup=2, min_runs=5, budget_s=0.3)
     fp32 = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "fp32", eval_n=500, bench=fast))
     assert fp32.passed and fp32.parity.worst("max_abs") < 1e-4 and fp32.parity.worst("top1_agreement") == 1.0
