@@ -324,7 +324,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         msg = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
         hint = {"torch.export": "the model must be torch.export-able (no data-dependent control flow)",
                 "quantise": "try et-fp32, or keep the failing module in float (--et-keep-float)",
-                "attention decomposition": "retry with --et-plain-softmax false",
+                "attention decomposition": "retry with --no-et-plain-softmax",
                 "XNNPACK lowering": "try --static-batch 1, or et-fp32",
                 "smoke run": "the lowered program does not execute; try et-fp32 or fewer --et-keep-float modules"}.get(stage.split(" (")[0], "")
         raise ExportError(f"ExecuTorch {stage} failed: {msg}" + (f"; {hint}" if hint else "")) from e
