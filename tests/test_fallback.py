@@ -128,7 +128,7 @@ def test_plain_int8_misses_and_the_fallback_recovers(tmp_path, outlier_model, ca
 def test_diagnose_pinpoints_the_injected_layers(tmp_path, outlier_model, calib, capsys):
     loaded, ckpt = outlier_model
     pts = BUDGET[SEARCHED_IN_MATRIX]
-    plain = export_target(loaded, ExportRequest(target="ort-int8", out=tmp_path / "b", calibration=calib, eval_n=1000,
+    plain = export_target(loaded, ExportRequest(target=SEARCHED_IN_MATRIX, out=tmp_path / "b", calibration=calib, eval_n=1000,
                                                 bench=FAST, tolerance={"max_accuracy_drop": pts}))
     # plain INT8 misses on held-out data too (for the other targets: their search's "before")
     assert plain.to_dict()["accuracy"]["delta_pts"] < -pts and not plain.passed
@@ -144,17 +144,19 @@ def test_diagnose_pinpoints_the_injected_layers(tmp_path, outlier_model, calib, 
 def test_matrix_applies_the_budget_to_the_int8_targets_only(tmp_path, outlier_model):
     _, ckpt = outlier_model
     out = tmp_path / "m"
-    assert main(["matrix", str(ckpt), "--targets", "onnx-fp32,ort-int8", "--out", str(out), "--calib", "synthetic",
-                 "--eval-n", "1000", "--max-drop", "0.3", "--bench-budget", "0.5", "--no-throughput"]) == 0
+    pts = BUDGET[SEARCHED_IN_MATRIX]
+    assert main(["matrix", str(ckpt), "--targets", f"onnx-fp32,{SEARCHED_IN_MATRIX}", "--out", str(out), "--calib",
+                 "synthetic", "--eval-n", "1000", "--max-drop", str(pts), "--bench-budget", "0.5", "--no-throughput"]) == 0
     cells = {c["target"]: c for c in (json.loads(f.read_text()) for f in (out / "cells").glob("*.json"))}
     assert cells["onnx-fp32"]["fallback"] is None  # nothing to keep: fp32 runs as usual
-    fb = cells["ort-int8"]["fallback"]
-    assert fb["met"] and fb["before"]["drop_pts"] > 0.3 >= fb["after"]["drop_pts"]
-    assert cells["ort-int8"]["passed"] and set(fb["kept"]) <= INJECTED_ORT and fb["kept_count"] == len(fb["kept"]) > 0
+    cell = cells[SEARCHED_IN_MATRIX]
+    fb = cell["fallback"]
+    assert fb["met"] and fb["before"]["drop_pts"] > pts >= fb["after"]["drop_pts"]
+    assert cell["passed"] and set(fb["kept"]) <= INJECTED_ORT and fb["kept_count"] == len(fb["kept"]) > 0
     md = (out / "matrix.md").read_text()
     assert "Accuracy-aware fallback" in md and fb["kept"][0] in md
     # the cell's bundle carries the whole search record, as `export --max-drop` writes it
-    bundle = out / cells[SEARCHED_IN_MATRIX]["bundle"]
+    bundle = out / cell["bundle"]
     check_search(json.loads((bundle / "report.json").read_text()), (bundle / "report.md").read_text(),
                  SEARCHED_IN_MATRIX)
 
