@@ -212,6 +212,8 @@ FLAG_CASES = [
     ("--static-batch 0", ["export", "vit-tiny", "--static-batch", "0"], 2, "--static-batch 0 must be >= 1"),
     ("opset out of range", ["export", "vit-tiny", "--opset", "12"], 2, "--opset 12 is out of range"),
     ("--threads 0", ["export", "vit-tiny", "--threads", "0"], 2, "--threads must be >= 1"),
+    ("unknown --timing", ["export", "vit-tiny", "--timing", "fast"], 2,
+     "--timing 'fast': must be one of isolated, interleaved"),
     ("bad batch list", ["bench", "vitedge-none", "--batch", "1,x"], 2, "--batch"),
     ("--max-drop on an fp32 target", ["export", "vit-tiny", "--max-drop", "0.3"], 2, "apply to"),
     ("impossible TensorRT profile", ["export", "vit-tiny", "-t", "trt-fp16", "--trt-min-batch", "8",

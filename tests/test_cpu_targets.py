@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from cores import INTERLEAVED
 from images import write_awkward_images
 from shared_bundles import shared_bundle
 
@@ -186,7 +187,7 @@ def test_bad_calibration_fails_the_int8_gate(tmp_path, capsys):
     np.save(tmp_path / "zeros.npy", np.zeros((16, 3, 64, 64), np.float32))
     # Judged on the model's own test images (--eval): left to itself, the held-out half of the
     # zeros would judge it, and a gate on constant inputs proves nothing (the report says so).
-    code = main(["export", "vit-tiny", "--target", "ort-int8", "--calib", str(tmp_path / "zeros.npy"),
+    code = main(["export", *INTERLEAVED, "vit-tiny", "--target", "ort-int8", "--calib", str(tmp_path / "zeros.npy"),
                  "--eval", "synthetic", "--out", str(tmp_path / "b"), "--eval-n", "300", "--bench-budget", "0.2"])
     err = capsys.readouterr().err
     assert code == 4 and "FAILED" in err

@@ -148,3 +148,24 @@ def test_fp16_keeps_every_rounding_and_ranks_attention(case):
     assert all(r.local_drop_db < 10 for r in measured), max(measured, key=lambda r: r.local_drop_db).label
     top = diag.ranking()[0]
     assert top.local_drop_db is not None and top.local_drop_db > 0
+
+
+def test_unmatched_weight_errors_become_one_count(caplog):
+    """ONNX Runtime's weight matcher logs a root ERROR per quantised weight with no same-named fp32
+    weight (transformers' LeViT: 21 lines when its BatchNorms fold into the Linears); diagnose turns
+    them into one note. Other errors still reach their handlers."""
+    import logging
+
+    from vitedge.diagnose.onnx_layers import _Unmatched
+
+    flt = _Unmatched()
+    logging.getLogger().addFilter(flt)
+    try:
+        with caplog.at_level(logging.ERROR):
+            logging.error("Model Error in 'a.onnx': weight tensor 'val_460' not found!")
+            logging.error("Model Error in 'a.onnx': weight tensor 'val_476' not found!")
+            logging.error("something else broke")
+    finally:
+        logging.getLogger().removeFilter(flt)
+    assert flt.count == 2
+    assert [r.getMessage() for r in caplog.records] == ["something else broke"]

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cores import INTERLEAVED
 
 from vitedge.cli.main import main
 
@@ -32,7 +33,7 @@ def _torch(bundle_card_source, x):
 
 def test_convolutional_model_runs_at_other_sizes(tmp_path):
     out = tmp_path / "b"
-    assert main(["export", "convnext-zepto", "-t", "onnx-fp32", "--dynamic-size", "--out", str(out),
+    assert main(["export", *INTERLEAVED, "convnext-zepto", "-t", "onnx-fp32", "--dynamic-size", "--out", str(out),
                  "--eval-n", "50"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"]["shape"] == ["batch", 3, "height", "width"]
@@ -49,7 +50,7 @@ def test_timm_vit_is_rebuilt_with_dynamic_img_size(tmp_path):
     from vitedge.models.resolve import load_model
 
     out = tmp_path / "b"
-    assert main(["export", "timm:vit_tiny_patch16_224", "--random-init", "--img-size", "64", "-t", "onnx-fp32",
+    assert main(["export", *INTERLEAVED, "timm:vit_tiny_patch16_224", "--random-init", "--img-size", "64", "-t", "onnx-fp32",
                  "--dynamic-size", "--out", str(out), "--eval-n", "16"]) == 0
     card = json.loads((out / "manifest.json").read_text())["card"]
     assert card["config"]["dynamic_img_size"] is True  # rebuilt so that timm resamples in the graph

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cores import INTERLEAVED
 from PIL import Image
 from shared_bundles import shared_dir
 
@@ -137,7 +138,7 @@ def test_targets_that_cannot_embed_are_refused_before_any_work(capsys):
 
 
 def _export(out: Path, target: str, *extra: str) -> dict:
-    assert main(["export", "vit-tiny", "-t", target, "--embed-preprocessing", "--out", str(out),
+    assert main(["export", *INTERLEAVED, "vit-tiny", "-t", target, "--embed-preprocessing", "--out", str(out),
                  "--eval-n", "200", "--bench-budget", "0.3", *extra]) == 0
     return json.loads((out / "manifest.json").read_text())
 
@@ -263,7 +264,7 @@ def test_cpp_app_preprocesses_a_plain_bundle_from_its_manifest(cpp_app, photo_di
     from vitedge.verify.tolerances import PIXELS
 
     plain = tmp_path / "plain"
-    assert main(["export", "vit-tiny", "-t", "ov-fp32", "--out", str(plain), "--eval-n", "50",
+    assert main(["export", *INTERLEAVED, "vit-tiny", "-t", "ov-fp32", "--out", str(plain), "--eval-n", "50",
                  "--bench-budget", "0.2"]) == 0
     run = subprocess.run([str(cpp_app), str(plain), str(photo_dir), "--json"], capture_output=True, text=True,
                          timeout=120)
@@ -279,7 +280,7 @@ def test_cpp_app_preprocesses_a_plain_bundle_from_its_manifest(cpp_app, photo_di
 @pytest.mark.slow
 def test_cpp_app_refuses_what_it_cannot_run(cpp_app, ov_bundle, tmp_path):
     other = tmp_path / "onnx"
-    assert main(["export", "vit-tiny", "-t", "onnx-fp32", "--out", str(other), "--eval-n", "20",
+    assert main(["export", *INTERLEAVED, "vit-tiny", "-t", "onnx-fp32", "--out", str(other), "--eval-n", "20",
                  "--bench-budget", "0.2"]) == 0
     for args, msg in (([str(other), str(ov_bundle / "README.md")], "runs OpenVINO bundles"),
                       ([str(ov_bundle), str(tmp_path / "missing.jpg")], "no such file"),

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from cores import THREADS
+from cores import INTERLEAVED, THREADS
 from no_torch import NO_TORCH
 
 from vitedge.card import ModelCard
@@ -196,11 +196,14 @@ def test_timm_vit_checkpoint_exports_with_parity(tmp_path):
 
     src = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=64)
     save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
-    code = main(["export", "timm:vit_tiny_patch16_224", "--weights", str(tmp_path / "w.safetensors"),
+    code = main(["export", *INTERLEAVED, "timm:vit_tiny_patch16_224", "--weights", str(tmp_path / "w.safetensors"),
                  "--img-size", "64", "--out", str(tmp_path / "b"), "--eval-n", "50", "--bench-budget", "0.2"])
     assert code == 0
     d = json.loads((tmp_path / "b" / "report.json").read_text())
     assert d["passed"] and d["parity"]["max_abs"] <= 1e-4
+    # --timing interleaved: timed in the export's process, so no device profile; the report says so
+    assert d["latency_measured"] == "interleaved in one process" and d["device_profile"] is None
+    assert d["latency_ms"]["artifact"]["p50"] > 0
 
 
 def _perturbed(ctx):
@@ -228,7 +231,7 @@ register_target(Target(name="test-perturbed-onnx", runtime="onnxruntime", precis
 
 @pytest.mark.slow
 def test_parity_failure_on_a_perturbed_artifact_exits_non_zero(tmp_path, capsys):
-    code = main(["export", "vit-tiny", "--target", "test-perturbed-onnx", "--out", str(tmp_path / "b"),
+    code = main(["export", *INTERLEAVED, "vit-tiny", "--target", "test-perturbed-onnx", "--out", str(tmp_path / "b"),
                  "--eval-n", "50", "--bench-budget", "0.2"])
     err = capsys.readouterr().err
     assert code == 4

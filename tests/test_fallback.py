@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from cores import INTERLEAVED
 
 from vitedge.calib.source import load_calibration
 from vitedge.cli.main import main
@@ -191,7 +192,7 @@ def test_fp16_fallback_keeps_layers_in_fp32_and_reports_an_unmet_budget(tmp_path
     assert seen == {"fp32": 2, "fp16": len(matmuls) - 2}
     # The search: a budget FP16 cannot reach even with every MatMul/Gemm/Conv in FP32 (the
     # elementwise ops still round) is reported as not met, and the gate fails (exit 4).
-    code = main(["export", "vit-tiny", "--target", "trt-fp16", "--min-cosine", "0.99999999", "--out",
+    code = main(["export", *INTERLEAVED, "vit-tiny", "--target", "trt-fp16", "--min-cosine", "0.99999999", "--out",
                  str(tmp_path / "b"), "--eval-n", "100", "--fallback-n", "100", "--bench-budget", "0.2"])
     assert code == 4
     fb = json.loads((tmp_path / "b" / "report.json").read_text())["fallback"]

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from cores import THREADS
+from cores import INTERLEAVED, THREADS
 from PIL import Image
 
 from vitedge.cli.main import main
@@ -66,7 +66,7 @@ def test_calibration_images_left_over_judge_the_artifact(pretrained, photos, tmp
 def test_int8_without_the_models_own_images_is_not_judged(pretrained, tmp_path, capsys, torch_threads):
     ckpt = save_checkpoint(tmp_path / "user.safetensors", pretrained.module, pretrained.card)
     out = tmp_path / "int8"
-    code = main(["export", str(ckpt), "--target", "ort-int8", "--calib", "synthetic", "--num-calib", "32",
+    code = main(["export", *INTERLEAVED, str(ckpt), "--target", "ort-int8", "--calib", "synthetic", "--num-calib", "32",
                  "--out", str(out), "--threads", str(THREADS), "--bench-budget", "0.3"])
     printed = capsys.readouterr()
     assert code == 0, printed.err  # not a failure: nothing was judged
@@ -76,7 +76,7 @@ def test_int8_without_the_models_own_images_is_not_judged(pretrained, tmp_path, 
     assert [c["metric"] for c in report["parity"]["checks"]] == []  # nothing gated; numbers still reported
     assert report["parity"]["cosine_mean"] > 0
     # a float target on the same model is judged as before (the same maths on any input)
-    code = main(["export", str(ckpt), "--target", "onnx-fp32", "--out", str(tmp_path / "fp32"), "--threads", str(THREADS),
+    code = main(["export", *INTERLEAVED, str(ckpt), "--target", "onnx-fp32", "--out", str(tmp_path / "fp32"), "--threads", str(THREADS),
                  "--bench-budget", "0.3"])
     assert code == 0
     fp32 = json.loads((tmp_path / "fp32" / "report.json").read_text())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cores import INTERLEAVED
 
 from vitedge.cli.flags import rewrite_argv
 from vitedge.cli.main import main
@@ -99,7 +100,7 @@ def test_a_target_in_one_file_appears_everywhere(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("static", [1, 3, None], ids=["static-1", "static-3", "dynamic"])
 def test_verify_and_load_work_for_static_and_dynamic_batches(tmp_path, capsys, static):
-    args = ["export", "vit-tiny", "--out", str(tmp_path / "b"), "--eval-n", "7", "--bench-budget", "0.1"]
+    args = ["export", *INTERLEAVED, "vit-tiny", "--out", str(tmp_path / "b"), "--eval-n", "7", "--bench-budget", "0.1"]
     assert main([*args, *(["--static-batch", str(static)] if static else [])]) == 0
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["input"]["shape"][0] == (static or "batch")

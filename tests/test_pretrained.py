@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cores import THREADS
+from cores import INTERLEAVED, THREADS
 
 from vitedge.cli.main import main
 
@@ -56,7 +56,7 @@ def test_int8_export_judged_on_the_users_held_out_photos(ground, tmp_path, capsy
 
     # On a CPU without VNNI, ORT's saturation-free U8U8 format (its 7-bit default: cosine 0.974)
     u8 = ["--ort-weights", "uint8"] if target == "ort-int8" and not has_vnni() else []
-    code = main(["export", "timm:tf_efficientnet_lite0", "--weights",
+    code = main(["export", *INTERLEAVED, "timm:tf_efficientnet_lite0", "--weights",
                  str(ground / "weights" / "tf_efficientnet_lite0.safetensors"), "--classes", str(ground / "classes.txt"),
                  "--target", target, "--calib", str(ground / "photos" / "all"), "--out", str(out),
                  "--threads", str(THREADS), "--bench-budget", "0.5", *u8])
@@ -107,7 +107,7 @@ def test_a_timm_hub_folder_of_the_real_weights_needs_no_arch(ground, tmp_path, c
     out = tmp_path / "b"
     from vitedge.sysinfo import has_vnni
 
-    code = main(["export", str(folder), "--target", "ort-int8", "--calib", str(ground / "photos" / "all"),
+    code = main(["export", *INTERLEAVED, str(folder), "--target", "ort-int8", "--calib", str(ground / "photos" / "all"),
                  "--out", str(out), "--threads", str(THREADS), "--bench-budget", "0.3",
                  *([] if has_vnni() else ["--ort-weights", "uint8"])])
     report = json.loads((out / "report.json").read_text())

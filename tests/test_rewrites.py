@@ -93,3 +93,47 @@ def test_openvino_targets_export_convnext_without_transposes(tmp_path):
         expected = loaded.module(torch.from_numpy(x)).numpy()
     with OpenVinoRunner(tmp_path / "cf.onnx", threads=THREADS) as runner:
         np.testing.assert_allclose(runner.infer({"input": x})["logits"], expected, atol=1e-4)
+
+
+def test_mobilevitv2_folds_patches_without_col2im(tmp_path):
+    """transformers' MobileViTV2 unfolds/folds its patches with F.unfold/F.fold, which the ONNX
+    exporter writes as Col2Im: TensorRT's parser has no Col2Im (the zoo's three TRT cells failed the
+    lint). Every ONNX export rewrites it as a reshape (vitedge.export.rewrites.ALWAYS): the same
+    maths, no Col2Im, a clean TensorRT lint, and the same logits in ONNX Runtime."""
+    pytest.importorskip("transformers")
+    import onnxruntime as ort
+    from hf_models import save_folder
+
+    from vitedge.export.rewrites import ALWAYS
+    from vitedge.lint.tensorrt import lint_file
+
+    loaded = load_model(str(save_folder("mobilevitv2", tmp_path / "mobilevitv2")), random_init=True)
+    module, size = loaded.module, loaded.card.preprocess.input_size
+    layers = [m for m in module.modules() if type(m).__name__ == "MobileViTV2Layer"]
+    assert len(layers) >= 2 and all(m.patch_height > 1 for m in layers)  # what this test is about
+    rewritten, counts = apply_rewrites(module, ALWAYS)
+    assert counts == {"patch-fold-as-reshape": len(layers)} and rewritten is not module
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = module(x)
+        torch.testing.assert_close(rewritten(x), expected, atol=1e-6, rtol=1e-5)
+        feature = torch.randn(2, 5, 8, 12)  # the methods themselves, against unfold/fold
+    layer = next(m for m in rewritten.modules() if type(m).__name__ == "MobileViTV2Layer")
+    orig = type(layer)
+    patches, hw = layer.unfolding(feature)
+    ref_patches, ref_hw = orig.unfolding(layer, feature)
+    assert hw == ref_hw and torch.equal(patches, ref_patches)
+    assert torch.equal(layer.folding(patches, hw), orig.folding(layer, ref_patches, ref_hw))
+    assert expected.std() > 1e-3  # the comparison has something to compare (models.untrained)
+
+    info = export_onnx(module, loaded.card, tmp_path / "m.onnx", ExportConfig())
+    assert info.rewrites == {"patch-fold-as-reshape": len(layers)}
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert "Col2Im" not in ops
+    assert not [f for f in lint_file(tmp_path / "m.onnx") if f.level == "error"]
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    # a model without such layers: the export reports no rewrite it did not make
+    vit = load_model("vit-tiny")
+    assert export_onnx(vit.module, vit.card, tmp_path / "v.onnx", ExportConfig()).rewrites == {}

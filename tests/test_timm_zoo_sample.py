@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from cores import INTERLEAVED
 
 from vitedge.verify.parity import compare
 from vitedge.verify.tolerances import UNTRAINED_NOTE, tolerance_for
@@ -66,7 +67,7 @@ def test_untrained_int8_calibrates_on_synthetic_by_default_and_says_why(tmp_path
     from vitedge.cli.main import main
 
     out = tmp_path / "b"
-    code = main(["export", "vit-tiny", "--random-init", "--num-classes", "7", "--target", "ort-int8",
+    code = main(["export", *INTERLEAVED, "vit-tiny", "--random-init", "--num-classes", "7", "--target", "ort-int8",
                  "--out", str(out), "--eval-n", "32"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())

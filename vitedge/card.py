@@ -48,6 +48,13 @@ class ModelCard:
         return self.source == "random-init"
 
     @property
+    def untrained_fix(self) -> str | None:
+        """What was done to a signal-less random init (vitedge.models.untrained), if anything."""
+        meta = self.config.get("_vitedge")
+        fix = meta.get("random_init") if isinstance(meta, dict) else None
+        return fix.get("what") if isinstance(fix, dict) else None
+
+    @property
     def family(self) -> str:
         """"vit" | "convnext" | "cnn" | "hybrid" | "unknown" (see vitedge.models.family).
 

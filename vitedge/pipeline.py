@@ -371,6 +371,8 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
         )
         if card.untrained:
             report.notes.append(UNTRAINED_NOTE)
+            if card.untrained_fix:
+                report.notes.append(f"random init: {card.untrained_fix}")
         if inputs.pixels:
             frame = "x".join(map(str, CAMERA_HW if spec.pixels == "any" else card.preprocess.input_size))
             report.notes.append(f"latency: the artifact is timed on {frame} uint8 RGB frames (its time includes "

@@ -24,6 +24,24 @@ class BenchConfig:
     # in-process timing, which spawns nothing.
     isolated: bool = False
 
+    @classmethod
+    def for_export(cls, budget_s: float, timing: str, auto: bool = False) -> BenchConfig:
+        """`vitedge export --bench-budget S --timing isolated|interleaved` (TIMINGS). auto-* keeps
+        the in-process timing whatever --timing says: it re-times its candidates side by side."""
+        if timing not in TIMINGS:
+            from vitedge.errors import UsageError
+
+            raise UsageError(f"--timing {timing!r}: must be one of {', '.join(TIMINGS)}")
+        return cls(budget_s=budget_s, isolated=timing == "isolated" and not auto)
+
+
+# `vitedge export --timing`: "isolated" (the default) spawns a process for the artifact and one for
+# the reference and gives the device profile (memory, load cold/warm, first inference) besides;
+# "interleaved" times both inside the export's own process, about 3-6 s sooner per export on
+# 1-2 cores (two fewer interpreter and runtime start-ups), for runs that only want parity and a
+# rough latency (CI, scripted sweeps). The report says which one measured.
+TIMINGS = ("isolated", "interleaved")
+
 
 @dataclass(frozen=True)
 class ExportRequest:

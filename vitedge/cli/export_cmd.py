@@ -31,7 +31,7 @@ from vitedge.cli.common import (
 )
 from vitedge.cli.main import app
 from vitedge.export.config import ExportConfig
-from vitedge.request import BenchConfig, ExportRequest
+from vitedge.request import TIMINGS, BenchConfig, ExportRequest
 from vitedge.targets.catalog import DEFAULT_TARGET
 
 
@@ -191,6 +191,9 @@ def export_command(
     tol_top1_agreement: Annotated[float | None, typer.Option(help="Override the top-1 agreement limit.", rich_help_panel="Parity gate")] = None,
     tol_accuracy_drop: Annotated[float | None, typer.Option(help="Override the accuracy-drop limit (pts).", rich_help_panel="Parity gate")] = None,
     bench_budget: Annotated[float, typer.Option(help="Seconds of timing for artifact + reference.")] = BenchConfig.budget_s,
+    timing: Annotated[str, typer.Option(help="isolated: artifact and reference each timed in its own process, plus "
+                                             "the device profile (memory, load, first inference); interleaved: both "
+                                             "in this process, a few seconds sooner, no device profile.")] = TIMINGS[0],
     seed: SeedOpt = 0,
     calib: CalibOpt = None,
     num_calib: NumCalibOpt = DEFAULT_NUM_CALIB,
@@ -218,12 +221,12 @@ def export_command(
                    "top1_agreement": tol_top1_agreement, "max_accuracy_drop": tol_accuracy_drop},
         export=ExportConfig(opset=opset, static_batch=static_batch, exporter=exporter, dynamic_size=dynamic_size),
         embed_preprocessing=embed_preprocessing, max_memory_mb=max_memory_mb, max_load_ms=max_load_ms)
+    bench = BenchConfig.for_export(bench_budget, timing, auto=plan.is_auto)
     loaded = load_model_from_cli(model, arch, weights, classes, random_init, img_size, num_classes,
                                  dynamic_size=dynamic_size)
     out = out or Path("vitedge-out") / f"{loaded.card.arch.replace(':', '-')}-{target}"
     request = plan.request(
-        out, force=force, eval_data=eval_data, eval_n=eval_n, threads=threads, seed=seed, fallback_n=fallback_n,
-        bench=BenchConfig(budget_s=bench_budget, isolated=not plan.is_auto),
+        out, force=force, eval_data=eval_data, eval_n=eval_n, threads=threads, seed=seed, fallback_n=fallback_n, bench=bench,
         calibration=plan_calibration(plan, loaded.card, calib, num_calib, seed, eval_data is None))
     if plan.is_auto:
         from vitedge.auto import export_auto

@@ -32,6 +32,7 @@ Kept in vitedge, because the debugger has no equivalent or answers a different q
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -145,6 +146,20 @@ def _unflatten(flat: np.ndarray, dims: list[int | None] | None) -> np.ndarray | 
     return flat.reshape(shape)
 
 
+class _Unmatched(logging.Filter):
+    """Drops and counts qdq_loss_debug.create_weight_matching's "Model Error in ..." records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Model Error in "):
+            self.count += 1
+            return False
+        return True
+
+
 def diagnose_onnx(reference: onnx.ModelProto, artifact: onnx.ModelProto, x: np.ndarray, name: str) -> Diagnosis:
     from onnxruntime.quantization.qdq_loss_debug import compute_weight_error, create_weight_matching
 
@@ -161,8 +176,16 @@ def diagnose_onnx(reference: onnx.ModelProto, artifact: onnx.ModelProto, x: np.n
             art = run_fp16_tensors(artifact, {in_art: x})
         else:
             art = run_all_tensors(artifact, {in_art: x}, art_dir)
+        unmatched = _Unmatched()
         if has_qdq:
-            weights = create_weight_matching(str(ref_dir / "model.onnx"), str(art_dir / "model.onnx"))
+            # ORT's matcher logs one root-logger ERROR per quantised weight without a same-named
+            # float weight (a weight the INT8 build folded, e.g. BatchNorm into its Linear in
+            # transformers' LeViT): counted into one note below instead of a screenful of lines.
+            logging.getLogger().addFilter(unmatched)
+            try:
+                weights = create_weight_matching(str(ref_dir / "model.onnx"), str(art_dir / "model.onnx"))
+            finally:
+                logging.getLogger().removeFilter(unmatched)
     weight_err = compute_weight_error(weights, err_func=_sqnr)
     shapes = _shapes(reference, len(x)) if has_qdq else {}
     modules = _modules(reference) | _modules(artifact)
@@ -212,6 +235,9 @@ def diagnose_onnx(reference: onnx.ModelProto, artifact: onnx.ModelProto, x: np.n
                  else "local = SQNR lost across the layer"))
     notes = [f"{len(unranked)} quantised layer(s) could not be run alone (a tensor or weight not matched by "
              f"name), so they are not ranked: {', '.join(unranked[:5])}"] if unranked else []
+    if unmatched.count:
+        notes.append(f"{unmatched.count} quantised weight(s) have no same-named fp32 weight in the reference (the "
+                     "INT8 build folded or renamed them), so their weight SQNR is not computed")
     return Diagnosis(artifact=name, method=method, rows=rows, samples=len(x), notes=notes)
 
 

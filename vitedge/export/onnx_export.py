@@ -33,6 +33,7 @@ from vitedge.export.config import (  # noqa: F401  (re-exported: the exporter's 
     ExportInfo,
 )
 from vitedge.export.metadata import set_metadata
+from vitedge.export.rewrites import ALWAYS as ALWAYS_REWRITES
 from vitedge.export.rewrites import apply_rewrites
 from vitedge.quiet import quiet
 
@@ -145,7 +146,8 @@ def export_onnx(
 
 def _export_onnx(module: torch.nn.Module, card: ModelCard, path: Path, cfg: ExportConfig,
                  extra_metadata: dict[str, str] | None) -> ExportInfo:
-    module, rewrites = apply_rewrites(module.eval(), cfg.rewrites)
+    module, rewrites = apply_rewrites(module.eval(), tuple(dict.fromkeys((*cfg.rewrites, *ALWAYS_REWRITES))))
+    rewrites = {k: n for k, n in rewrites.items() if n or k in cfg.rewrites}  # ALWAYS ones only where they swapped
     h, w = card.preprocess.input_size
     # Batch 2 for a dynamic export: torch.export specialises a size-1 dimension to the constant 1.
     batch = cfg.static_batch or 2

@@ -135,9 +135,56 @@ def _convnext_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
     return None
 
 
+def _unfold(self: nn.Module, feature_map: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """F.unfold with kernel == stride (non-overlapping patches) as a reshape: (B, C, H, W) ->
+    (B, C, ph*pw, nh*nw), pixel-in-patch major then patch row-major, exactly unfold's order."""
+    b, c, h, w = feature_map.shape
+    ph, pw = self.patch_height, self.patch_width
+    if h % ph or w % pw:  # unfold drops the remainder: keep the layer's own method there
+        return type(self).unfolding(self, feature_map)
+    x = feature_map.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, c, ph * pw, (h // ph) * (w // pw)), (h, w)
+
+
+def _fold(self: nn.Module, patches: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+    """F.fold with kernel == stride as a reshape: the inverse of `_unfold`."""
+    b, c, _, _ = patches.shape
+    (h, w), ph, pw = output_size, self.patch_height, self.patch_width
+    if h % ph or w % pw:
+        return type(self).folding(self, patches, output_size)
+    x = patches.reshape(b, c, ph, pw, h // ph, w // pw).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c, h, w)
+
+
+def _with_reshape_folding(layer: nn.Module) -> nn.Module:
+    import types
+
+    layer.unfolding = types.MethodType(_unfold, layer)  # on the export's copy only (apply_rewrites)
+    layer.folding = types.MethodType(_fold, layer)
+    return layer
+
+
+def _patch_fold_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
+    """transformers' MobileViTV2Layer cuts its feature map into patches with F.unfold and puts
+    them back with F.fold (kernel == stride). The ONNX exporter writes F.fold as Col2Im, which
+    TensorRT's ONNX parser does not take (the transformers zoo's MobileViTV2 TRT rows failed the
+    lint on it); for non-overlapping patches both are a reshape and a transpose (ALWAYS: every
+    ONNX export, so the TensorRT targets keep sharing onnx-fp32's export). MobileViT (V1) and
+    timm's MobileViTs already reshape."""
+    cls = type(child)
+    if cls.__name__ == "MobileViTV2Layer" and cls.__module__.startswith("transformers.") \
+            and hasattr(child, "patch_height") and hasattr(child, "folding"):
+        return _with_reshape_folding
+    return None
+
+
+# Rewrites every ONNX export applies, whatever the target: an equivalent form of an op that some
+# runtime's ONNX reader does not take (the export's copy only; the report lists those that swapped).
+ALWAYS = ("patch-fold-as-reshape",)
+
 # name -> (layer -> the constructor of its replacement, or None)
 REWRITES: dict[str, Callable[[nn.Module], Callable[[nn.Module], nn.Module] | None]] = {
-    "convnext-channels-first": _convnext_swap}
+    "convnext-channels-first": _convnext_swap, "patch-fold-as-reshape": _patch_fold_swap}
 
 
 def apply_rewrites(module: nn.Module, names: tuple[str, ...]) -> tuple[nn.Module, dict[str, int]]:

@@ -224,9 +224,9 @@ def build(card_config: dict[str, Any]) -> HFClassifier:
     """The module of an `hf:` card rebuilt from its stored config (random weights)."""
     transformers = _transformers()
     hf = dict(card_config["hf_config"])
-    config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
-    cls = getattr(transformers, card_config["hf_class"])
-    with _quiet_load():
+    with _quiet_load():  # the class's module (and torchao) is imported lazily: it logs on import
+        config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
+        cls = getattr(transformers, card_config["hf_class"])
         return HFClassifier(cls._from_config(config).eval())
 
 

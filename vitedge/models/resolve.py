@@ -22,7 +22,7 @@ import torch
 from vitedge.calib.preprocess import PreprocessSpec
 from vitedge.card import ModelCard
 from vitedge.errors import InputError, UsageError
-from vitedge.models import checkpoint, hf_folder, timm_models
+from vitedge.models import checkpoint, hf_folder, timm_models, untrained
 from vitedge.models.registry import build_model, get_entry
 
 
@@ -245,6 +245,8 @@ def _from_folder(folder: Path, classes: tuple[str, ...] | None, random_init: boo
     with quiet():  # transformers imports its model modules (and torchao) lazily: they log on import
         module, info = hf_folder.load_transformers(folder, cfg, random_init)
         spec, pre = hf_preprocess(folder, cfg["model_type"])
+    # only transformers' from_config init was measured giving image-blind logits (models.untrained)
+    signal = untrained.give_signal(module, spec) if random_init else None
     n = module.num_classes
     classes = classes or hf_folder.classes_from(cfg) or tuple(f"class_{i}" for i in range(n))
     if len(classes) != n:
@@ -263,6 +265,8 @@ def _from_folder(folder: Path, classes: tuple[str, ...] | None, random_init: boo
     }
     if report.family == "unknown":
         meta["notes"] = list(recipe_for("unknown").notes)
+    if signal:
+        meta["random_init"] = signal
     config = {"hf_class": info["class"], "hf_config": module.model.config.to_dict(), timm_models.META_KEY: meta}
     card = ModelCard(arch=hf_folder.PREFIX + str(cfg["model_type"]), config=config, preprocess=spec,
                      classes=tuple(classes), source="random-init" if random_init else str(folder))
