@@ -37,9 +37,8 @@ def shared_work(tmp_path_factory):
 
 
 # Every CPU target on the contract's model (its bundles, no second build), and vit-tiny where the
-# recipe is the ViT's own (OpenVINO's transformer model type, the attention products ORT keeps float).
-# the ViT where its INT8 recipe is its own (attention products kept float, OpenVINO's transformer
-# patterns); fp32 is one code path for both
+# INT8 recipe is the ViT's own (OpenVINO's transformer model type, the attention products ORT keeps
+# float); fp32 is one code path for both.
 CASES = [*(("convnext-zepto", t) for t in CPU_TARGETS), *(("vit-tiny", t) for t in ("ov-int8", "ort-int8"))]
 
 

@@ -37,9 +37,10 @@ class BenchConfig:
 
 # `vitedge export --timing`: "isolated" (the default) spawns a process for the artifact and one for
 # the reference and gives the device profile (memory, load cold/warm, first inference) besides;
-# "interleaved" times both inside the export's own process, about 3-6 s sooner per export on
-# 1-2 cores (two fewer interpreter and runtime start-ups), for runs that only want parity and a
-# rough latency (CI, scripted sweeps). The report says which one measured.
+# "interleaved" times both inside the export's own process: no interpreter and runtime start-ups
+# (the isolated stage took 6.0-6.7 s of a 12.7 s convnext-zepto export on one pinned core, 4 s per
+# export over a traced test suite), for runs that only want parity and a rough latency (CI,
+# scripted sweeps). The report says which one measured.
 TIMINGS = ("isolated", "interleaved")
 
 

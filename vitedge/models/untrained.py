@@ -9,8 +9,9 @@ such a model is rounding of nothing: its zoo cells failed on noise (SQNR 0, cosi
 says nothing about the target. A trained network's BatchNorm holds the statistics of its own
 activations, so that is what a random-init benchmark model gets here, only when its logits carry
 no signal: each BatchNorm back to identity scale/shift, its running statistics measured on
-seeded synthetic images preprocessed as the model's own processor says. Models with signal are left as they are
-(their measured numbers stay comparable); the card and report say when this was done.
+seeded synthetic images preprocessed as the model's own processor says. Models with signal are
+left as they are (their measured numbers stay comparable); the card and report say when this was
+done. Their INT8 artifacts then miss the untrained gate in every runtime alike (docs/zoo.md).
 """
 
 from __future__ import annotations
