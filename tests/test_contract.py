@@ -17,7 +17,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from shared_bundles import shared_bundle
+from shared_bundles import ISOLATED_MODEL, isolated_timing, shared_bundle
 
 import vitedge
 from vitedge.calib.datasets import synthetic_split
@@ -34,6 +34,9 @@ TARGETS = [t.name for t in all_targets()]
 
 
 def test_the_contract_model_is_the_smallest_built_in_and_every_target_is_in_it():
+    assert ISOLATED_MODEL == SMALLEST  # where each runtime's isolated timing is checked
+    runtimes = {t.runtime for t in all_targets()}
+    assert len({n for n in TARGETS if isolated_timing(n, SMALLEST)}) == len(runtimes) >= 6
     sizes = {name: sum(p.numel() for p in load_model(name).module.parameters())
              for name in list_models(builtin_only=True)}
     assert min(sizes, key=sizes.get) == SMALLEST, sizes
@@ -66,6 +69,13 @@ def test_every_registered_target_exports_verifies_and_loads(name, model, capsys)
     assert report["judged_on"].startswith("shapes10/test") and parity["images_n"] == 400
     if report["predicted_by"]:  # a kit: its parity is a stand-in's, and the report says so
         assert any("NOT" in n for n in report["notes"]), report["notes"]
+    if isolated_timing(name, SMALLEST):  # the CLI's default timing, once per runtime (tests/shared_bundles)
+        assert report["latency_measured"].endswith("each in its own process, one at a time")
+        profile = report["device_profile"]
+        assert profile["load_cold_ms"] > 0 and profile["first_ms"] > 0 and profile["peak_mb"] > 0, profile
+    else:
+        assert report["latency_measured"] == "interleaved in one process" and report["device_profile"] is None
+    assert report["latency_ms"]["artifact"]["p50"] > 0
 
     manifest = b.manifest
     assert (manifest.target, manifest.runtime, manifest.precision) == (name, target.runtime, target.precision)

@@ -49,6 +49,13 @@ def calib(outlier_model):
     return load_calibration("synthetic", outlier_model[0].card.preprocess, 200)
 
 
+def _planted(outliers):
+    base = load_model("vit-tiny")
+    module = copy.deepcopy(base.module)
+    inject_outliers(module, outliers)
+    return LoadedModel(module.eval(), base.card.with_(source="outlier test"))
+
+
 # The mobile / Inductor INT8 targets quantise the module with PT2E and rank it on the module itself.
 # XNNPACK's and LiteRT's quantisers also quantise every residual add: with the four injected
 # layers (or all 20 weighted ones) in float this model still loses 0.2-0.6 pts on the 500-image
@@ -116,9 +123,18 @@ def check_search(d, md, target):
         assert {k["module"] for k in fb["kept_high_precision"]} <= INJECTED_ORT
 
 
+# The litert-int8 and ov-int8 searches (each target's own ranker and kept-layer option, end to
+# end) run on the two query/key outliers only, two trial builds each instead of four (doubling
+# then bisection over the four planted layers: 58 s of litert-int8's 86 s on one core). Measured
+# 2026-12-05: litert-int8 loses 12 pts plain, 6.2 with 1 kept layer, 0.0 with 2; ov-int8 3.0,
+# 1.6, -0.2. The search itself is target-independent: test_search_is_logarithmic, and all four
+# planted layers on ort-int8 (the matrix test, SEARCHED_IN_MATRIX).
+PLANTED = {"litert-int8": OUTLIERS[2:], "ov-int8": OUTLIERS[2:]}
+
+
 @pytest.mark.parametrize("target", [t for t in BUDGET if t != SEARCHED_IN_MATRIX])
 def test_plain_int8_misses_and_the_fallback_recovers(tmp_path, outlier_model, calib, target):
-    loaded, _ = outlier_model
+    loaded = _planted(PLANTED[target]) if target in PLANTED else outlier_model[0]
     pts = BUDGET[target]
     aware = export_target(loaded, ExportRequest(
         target=target, out=tmp_path / "aware", calibration=calib, eval_n=1000, bench=FAST, fallback_n=500,

@@ -25,7 +25,7 @@ register_target(Target(name="test-broken", runtime="onnxruntime", precision="fp3
 def test_matrix_with_a_failing_target(tmp_path, all_cores):
     out = tmp_path / "m"
     code = main(["matrix", "convnext-zepto", "--targets", "onnx-fp32,ov-fp32,test-broken,trt-fp16",
-                 "--out", str(out), "--eval-n", "200", "--bench-budget", "1", "--batch-sweep", "1,4"])
+                 "--out", str(out), "--eval-n", "200", "--bench-budget", "0.3", "--batch-sweep", "1,4"])
     assert code == 0
     rows = {r["target"]: r for r in json.loads((out / "matrix.json").read_text())["rows"]}
     assert rows["test-broken"]["status"] == "error" and "always fails" in rows["test-broken"]["error"]

@@ -82,17 +82,18 @@ def test_a_timm_resnet_trains_and_exports_with_parity_like_any_model(tmp_path):
     # under the *trained* gate (fp32: max abs 1e-4, agreement 1.0; int8: accuracy and agreement),
     # with BatchNorm folded by the exporters. ResNet-10-T (timm's smallest ResNet, the same
     # BasicBlocks and BatchNorm as ResNet-18) keeps the suite fast: 4 epochs on 3,000 images took
-    # 51 s on one core against ResNet-18's 78 s, for top-1 0.965 against 0.911 (2026-12-05).
+    # 51 s on one core against ResNet-18's 78 s, for top-1 0.965 against 0.911 (2026-12-05); 3
+    # epochs reach val 0.922 and pass the INT8 gate (2 epochs on 2,000: 0.564, and INT8 failed).
     # ResNet-18 itself exports in test_timm_zoo_sample.
     pytest.importorskip("timm")
     from vitedge.calib.source import load_calibration
     from vitedge.pipeline import BenchConfig, ExportRequest, export_target
 
-    result = train(TrainConfig(model="timm:resnet10t", out=str(tmp_path / "r10.safetensors"), epochs=4,
+    result = train(TrainConfig(model="timm:resnet10t", out=str(tmp_path / "r10.safetensors"), epochs=3,
                                num_train=3000, img_size=32, batch_size=64, threads=THREADS))
     loaded = load_model(str(result.checkpoint))
     assert loaded.card.arch == "timm:resnet10t" and not loaded.card.untrained
-    # Learned something (chance is 0.10 +- 0.007 on 2,000 test images; 0.965 measured)
+    # Learned something (chance is 0.10 +- 0.007 on 2,000 test images; 0.92-0.97 measured at 3-4 epochs)
     assert result.card.metrics["test_top1"] > 0.5
     fast = BenchConfig(warmup=2, min_runs=5, budget_s=0.3)
     fp32 = export_target(loaded, ExportRequest(target="onnx-fp32", out=tmp_path / "fp32", eval_n=500, bench=fast))
