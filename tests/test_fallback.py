@@ -31,29 +31,28 @@ INJECTED_ORT = {"blocks.1.mlp.0", "blocks.3.mlp.0", "blocks.2.attn", "blocks.4.a
 FAST = BenchConfig(warmup=2, min_runs=5, budget_s=0.3)
 
 
-@pytest.fixture(scope="module")
-def outlier_model(tmp_path_factory):
+def _planted(outliers) -> LoadedModel:
+    """The built-in vit-tiny with `outliers` planted (a copy; the fp32 function unchanged)."""
     base = load_model("vit-tiny")
     module = copy.deepcopy(base.module)
-    inject_outliers(module, OUTLIERS)
+    inject_outliers(module, outliers)
     x = torch.randn(4, 3, 64, 64)
     with torch.no_grad():
         assert (module(x) - base.module(x)).abs().max() < 1e-4  # fp32 function unchanged
+    return LoadedModel(module.eval(), base.card)
+
+
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory):
+    loaded = _planted(OUTLIERS)
     path = tmp_path_factory.mktemp("ckpt") / "vit-outliers.safetensors"
-    save_checkpoint(path, module, base.card.with_(source="outlier test"))
-    return LoadedModel(module.eval(), base.card), path
+    save_checkpoint(path, loaded.module, loaded.card.with_(source="outlier test"))
+    return loaded, path
 
 
 @pytest.fixture(scope="module")
 def calib(outlier_model):
     return load_calibration("synthetic", outlier_model[0].card.preprocess, 200)
-
-
-def _planted(outliers):
-    base = load_model("vit-tiny")
-    module = copy.deepcopy(base.module)
-    inject_outliers(module, outliers)
-    return LoadedModel(module.eval(), base.card.with_(source="outlier test"))
 
 
 # The mobile / Inductor INT8 targets quantise the module with PT2E and rank it on the module itself.

@@ -38,9 +38,9 @@ class BenchConfig:
 # `vitedge export --timing`: "isolated" (the default) spawns a process for the artifact and one for
 # the reference and gives the device profile (memory, load cold/warm, first inference) besides;
 # "interleaved" times both inside the export's own process: no interpreter and runtime start-ups
-# (the isolated stage took 6.0-6.7 s of a 12.7 s convnext-zepto export on one pinned core, 4 s per
-# export over a traced test suite), for runs that only want parity and a rough latency (CI,
-# scripted sweeps). The report says which one measured.
+# (a convnext-zepto onnx-fp32 export on one pinned core: 7.7 s isolated, 4.9 s interleaved,
+# 2026-12-05; et-fp32 28.8 s vs 22.5 s, its processes import torch), for runs that only want parity
+# and a rough latency (CI, scripted sweeps). The report says which one measured.
 TIMINGS = ("isolated", "interleaved")
 
 

@@ -54,6 +54,7 @@ def give_signal(module: torch.nn.Module, spec: PreprocessSpec) -> dict[str, Any]
     before = logit_spread(module, images)
     if before >= SIGNAL_MIN:
         return None
+    momenta = [bn.momentum for bn in norms]
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None  # a cumulative average over every batch below, not an EMA
@@ -66,8 +67,8 @@ def give_signal(module: torch.nn.Module, spec: PreprocessSpec) -> dict[str, Any]
     with torch.no_grad():
         for i in range(0, len(images), STAT_BATCH):
             module(images[i:i + STAT_BATCH])
-    for bn in norms:
-        bn.momentum = 0.1  # torch's default, as a freshly built layer has
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum  # the layer's own, for anyone who trains it further
     module.eval()
     after = logit_spread(module, images)
     return {"logit_spread_before": before, "logit_spread_after": after, "batchnorm_layers": len(norms),
