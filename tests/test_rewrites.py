@@ -110,9 +110,12 @@ def test_mobilevitv2_folds_patches_without_col2im(tmp_path):
     loaded = load_model(str(save_folder("mobilevitv2", tmp_path / "mobilevitv2")), random_init=True)
     module, size = loaded.module, loaded.card.preprocess.input_size
     layers = [m for m in module.modules() if type(m).__name__ == "MobileViTV2Layer"]
+    attention = [m for m in module.modules() if type(m).__name__ == "MobileViTV2LinearSelfAttention"]
     assert len(layers) >= 2 and all(m.patch_height > 1 for m in layers)  # what this test is about
+    assert len(attention) > len(layers)  # inside the layers: the walk must reach them after the swap
     rewritten, counts = apply_rewrites(module, ALWAYS)
-    assert counts == {"patch-fold-as-reshape": len(layers)} and rewritten is not module
+    swapped = {"patch-fold-as-reshape": len(layers), "implicit-broadcast": len(attention)}
+    assert counts == {**dict.fromkeys(ALWAYS, 0), **swapped} and rewritten is not module
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = module(x)
@@ -127,7 +130,7 @@ def test_mobilevitv2_folds_patches_without_col2im(tmp_path):
     assert expected.std() > 1e-3  # the comparison has something to compare (models.untrained)
 
     info = export_onnx(module, loaded.card, tmp_path / "m.onnx", ExportConfig())
-    assert info.rewrites == {"patch-fold-as-reshape": len(layers)}
+    assert info.rewrites == swapped
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert "Col2Im" not in ops
     assert not [f for f in lint_file(tmp_path / "m.onnx") if f.level == "error"]
@@ -137,3 +140,50 @@ def test_mobilevitv2_folds_patches_without_col2im(tmp_path):
     # a model without such layers: the export reports no rewrite it did not make
     vit = load_model("vit-tiny")
     assert export_onnx(vit.module, vit.card, tmp_path / "v.onnx", ExportConfig()).rewrites == {}
+    # module-based targets convert the same rewritten network (BuildContext.network()): no expand
+    # left for litert-torch to lower as the BROADCAST_TO its converter rejected (the zoo's
+    # MobileViTV2 LiteRT cells; the CI sample's mobilevitv2 litert-fp32 converts it)
+    assert "aten.expand.default" in _aten_ops(module, x[:1])
+    assert "aten.expand.default" not in _aten_ops(rewritten, x[:1])
+
+
+def _aten_ops(module: torch.nn.Module, x: torch.Tensor) -> set[str]:
+    ep = torch.export.export(module.eval(), (x,), strict=False).run_decompositions({})
+    return {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+
+
+def test_beit_position_index_is_a_constant_core_ml_converts(tmp_path):
+    """transformers' BEiT builds its relative-position index in forward by index assignment;
+    coremltools 9 rejected the graph (select_scatter of int into float: the zoo's BEiT Core ML
+    cells). The rewrite makes the index a buffer at the exported size: same logits, no scatter,
+    and Core ML converts it."""
+    pytest.importorskip("transformers")
+    from hf_models import save_folder
+
+    from vitedge.export.rewrites import ALWAYS
+
+    loaded = load_model(str(save_folder("beit", tmp_path / "beit")), random_init=True)
+    module, size = loaded.module, loaded.card.preprocess.input_size
+    biases = [m for m in module.modules() if type(m).__name__ == "BeitRelativePositionBias"]
+    assert biases  # what this test is about: the saved config uses relative position bias
+    rewritten, counts = apply_rewrites(module, ALWAYS)
+    assert counts["constant-position-index"] == len(biases)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = module(x)
+        torch.testing.assert_close(rewritten(x), expected, atol=1e-6, rtol=1e-5)
+    assert expected.std() > 1e-3
+    scatter = {"aten.select_scatter.default", "aten.index_put.default", "aten.index_put_.default",
+               "aten.copy_.default", "aten.slice_scatter.default"}
+    assert _aten_ops(module, x[:1]) & scatter  # the original writes the index in the graph
+    assert not _aten_ops(rewritten, x[:1]) & scatter
+    # another window size (interpolated position encodings) still computes its own index
+    bias = next(m for m in rewritten.modules() if type(m).__name__ == "BeitRelativePositionBias")
+    other = tuple(w + 1 for w in bias.window_size)
+    assert torch.equal(bias.generate_relative_position_index(other),
+                       type(bias).generate_relative_position_index(other))
+    ct = pytest.importorskip("coremltools")  # [all] installs it: CI runs the conversion
+    ep = torch.export.export(rewritten.eval(), (x[:1],), strict=False).run_decompositions({})
+    mlmodel = ct.convert(ep, inputs=[ct.TensorType(name="input", shape=tuple(x[:1].shape), dtype=np.float32)],
+                         convert_to="mlprogram", skip_model_load=True)
+    assert mlmodel.get_spec().WhichOneof("Type") == "mlProgram"

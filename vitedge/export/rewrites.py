@@ -157,11 +157,7 @@ def _fold(self: nn.Module, patches: torch.Tensor, output_size: tuple[int, int]) 
 
 
 def _with_reshape_folding(layer: nn.Module) -> nn.Module:
-    import types
-
-    layer.unfolding = types.MethodType(_unfold, layer)  # on the export's copy only (apply_rewrites)
-    layer.folding = types.MethodType(_fold, layer)
-    return layer
+    return _with_method("folding", _fold)(_with_method("unfolding", _unfold)(layer))
 
 
 def _patch_fold_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
@@ -169,22 +165,83 @@ def _patch_fold_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | Non
     them back with F.fold (kernel == stride). The ONNX exporter writes F.fold as Col2Im, which
     TensorRT's ONNX parser does not take (the transformers zoo's MobileViTV2 TRT rows failed the
     lint on it); for non-overlapping patches both are a reshape and a transpose (ALWAYS: every
-    ONNX export, so the TensorRT targets keep sharing onnx-fp32's export). MobileViT (V1) and
+    export, so the TensorRT targets keep sharing onnx-fp32's export; LiteRT's converter turned
+    F.fold into a STABLEHLO_SCATTER its interpreter does not run). MobileViT (V1) and
     timm's MobileViTs already reshape."""
-    cls = type(child)
-    if cls.__name__ == "MobileViTV2Layer" and cls.__module__.startswith("transformers.") \
-            and hasattr(child, "patch_height") and hasattr(child, "folding"):
+    if _from_transformers(child, "MobileViTV2Layer") and hasattr(child, "patch_height") \
+            and hasattr(child, "folding"):
         return _with_reshape_folding
     return None
 
 
-# Rewrites every ONNX export applies, whatever the target: an equivalent form of an op that some
-# runtime's ONNX reader does not take (the export's copy only; the report lists those that swapped).
-ALWAYS = ("patch-fold-as-reshape",)
+def _from_transformers(child: nn.Module, name: str) -> bool:
+    cls = type(child)
+    return cls.__name__ == name and cls.__module__.startswith("transformers.")
+
+
+def _linear_attention(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """MobileViTV2LinearSelfAttention.forward with the context vector broadcast by the multiply
+    itself instead of `expand_as` first (same values)."""
+    qkv = self.qkv_proj(hidden_states)
+    query, key, value = torch.split(qkv, [1, self.embed_dim, self.embed_dim], dim=1)
+    context_scores = self.attn_dropout(torch.nn.functional.softmax(query, dim=-1))
+    context_vector = torch.sum(key * context_scores, dim=-1, keepdim=True)
+    return self.out_proj(torch.nn.functional.relu(value) * context_vector)
+
+
+def _implicit_broadcast_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
+    """transformers' MobileViTV2 attention expands its (B, C, P, 1) context vector to the
+    values' shape before multiplying. litert-torch lowers that expand as a BROADCAST_TO and the
+    multiply in NHWC, and its converter then rejects the model ("'tfl.mul' op operands don't have
+    broadcast-compatible shapes", the transformers zoo's MobileViTV2 LiteRT rows); the multiply
+    broadcasts by itself."""
+    if _from_transformers(child, "MobileViTV2LinearSelfAttention") and hasattr(child, "qkv_proj"):
+        return _with_method("forward", _linear_attention)
+    return None
+
+
+def _position_index(self: nn.Module, window_size: tuple[int, int]) -> torch.Tensor:
+    if tuple(window_size) == tuple(self.window_size):
+        return self.vitedge_position_index
+    return type(self).generate_relative_position_index(window_size)
+
+
+def _constant_position_index(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
+    """transformers' BEiT (and Data2VecVision) builds its relative-position index inside forward
+    by index assignment into an int64 tensor; coremltools 9 rejects that graph ("select_scatter:
+    updates has dtype int32 whereas x has dtype fp32", the zoo's BEiT Core ML rows). At the
+    exported size the index is a constant: computed once here, kept as a buffer, and the original
+    computation runs for any other window size (interpolated position encodings)."""
+    cls = type(child)
+    if not (cls.__name__.endswith("RelativePositionBias") and cls.__module__.startswith("transformers.")
+            and hasattr(cls, "generate_relative_position_index") and hasattr(child, "window_size")):
+        return None
+
+    def constant(layer: nn.Module) -> nn.Module:
+        index = type(layer).generate_relative_position_index(tuple(layer.window_size)).clone()
+        layer.register_buffer("vitedge_position_index", index, persistent=False)
+        return _with_method("generate_relative_position_index", _position_index)(layer)
+    return constant
+
+
+def _with_method(name: str, fn: Callable[..., torch.Tensor]) -> Callable[[nn.Module], nn.Module]:
+    import types
+
+    def bind(layer: nn.Module) -> nn.Module:
+        setattr(layer, name, types.MethodType(fn, layer))  # the export's copy only (apply_rewrites)
+        return layer
+    return bind
+
+
+# Rewrites every export applies, whatever the target (the ONNX export, and the module-based
+# builds through BuildContext.network()): an equivalent form of an op that some runtime's reader
+# or converter does not take (on a copy only; the report lists those that swapped).
+ALWAYS = ("patch-fold-as-reshape", "implicit-broadcast", "constant-position-index")
 
 # name -> (layer -> the constructor of its replacement, or None)
 REWRITES: dict[str, Callable[[nn.Module], Callable[[nn.Module], nn.Module] | None]] = {
-    "convnext-channels-first": _convnext_swap, "patch-fold-as-reshape": _patch_fold_swap}
+    "convnext-channels-first": _convnext_swap, "patch-fold-as-reshape": _patch_fold_swap,
+    "implicit-broadcast": _implicit_broadcast_swap, "constant-position-index": _constant_position_index}
 
 
 def apply_rewrites(module: nn.Module, names: tuple[str, ...]) -> tuple[nn.Module, dict[str, int]]:
@@ -202,11 +259,11 @@ def apply_rewrites(module: nn.Module, names: tuple[str, ...]) -> tuple[nn.Module
                 build = REWRITES[name](child)
                 if build is not None:
                     if swap:
-                        setattr(parent, child_name, build(child))
+                        child = build(child)
+                        setattr(parent, child_name, child)
                     counts[name] += 1
                     break
-            else:
-                walk(child, swap)
+            walk(child, swap)  # a layer patched in place may hold another (MobileViTV2's attention)
 
     walk(module, swap=False)
     if not any(counts.values()):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,9 @@ class BuildContext:
     # --embed-preprocessing on a module-based target: module() and example_input() are the
     # network behind a fixed-size uint8 NHWC pixel input (vitedge.export.pixels.pixels_module)
     pixels: bool = False
+    # the always-on module rewrites network() applied (vitedge.export.rewrites): rewrite -> layers
+    module_rewrites: dict[str, int] = field(default_factory=dict)
+    _network: Any = field(default=None, repr=False)
 
     def require_onnx(self) -> ExportInfo:
         if self.onnx is None:
@@ -43,10 +46,22 @@ class BuildContext:
         b = batch or self.export.static_batch or 1
         return torch.zeros(b, h, w, 3, dtype=torch.uint8) if self.pixels else torch.zeros(b, 3, h, w)
 
+    def network(self) -> Any:
+        """The network a module-based build converts (eval mode): the model with the rewrites every
+        export applies (`vitedge.export.rewrites.ALWAYS`: the same maths in a form the converters
+        take), on a copy where any layer swapped; the loaded model stays the parity reference.
+        Layer names are kept, so keep-float options and reports name the same modules."""
+        if self._network is None:
+            from vitedge.export.rewrites import ALWAYS, apply_rewrites
+
+            self._network, counts = apply_rewrites(self.loaded.module.eval(), ALWAYS)
+            self.module_rewrites = {k: n for k, n in counts.items() if n}
+        return self._network
+
     def module(self) -> Any:
         """The module a module-based build converts (eval mode): the network, or the network
         behind its pixel preprocessing (`pixels`)."""
-        module = self.loaded.module.eval()
+        module = self.network()
         if not self.pixels:
             return module
         from vitedge.export.pixels import pixels_module

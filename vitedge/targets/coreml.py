@@ -67,7 +67,7 @@ def _convert(ctx: BuildContext, batch: int) -> Any:
     import coremltools as ct
     import torch
 
-    module = ctx.loaded.module.eval()
+    module = ctx.network()
     h, w = ctx.loaded.card.preprocess.input_size
     x = torch.zeros(batch, 3, h, w)
     # torch.export, not torch.jit.trace: coremltools 9's TorchScript frontend fails on

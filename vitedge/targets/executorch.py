@@ -154,7 +154,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
     o: EtOptions = ctx.options
     if ctx.calibration is None:
         raise ExportError("et-int8 needs calibration data (stage: quantise); pass --calib")
-    module = ctx.loaded.module
+    module = ctx.network()
     ctx.check_module_names(o.keep_float, "--et-keep-float")
     keep = ctx.float_modules(o.keep_float, o.quantize_head)
     large = large_depthwise(module)
@@ -303,7 +303,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
                 timings["quantise_s"] = round(time.perf_counter() - t0, 2)
                 stage = "torch.export (quantised)"
             else:
-                module = ctx.loaded.module.eval()
+                module = ctx.network()
             t1 = time.perf_counter()
             with torch.no_grad():
                 ep = _export(module, x, dynamic_max)

@@ -267,7 +267,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
 
     opts: InductorOptions = ctx.options
     x, dynamic = _dynamic_shapes(ctx)
-    module = ctx.loaded.module.eval()
+    module = ctx.network()
     details: dict[str, Any] = {}
     if precision == "int8":
         # Calibrate on a dynamic-batch graph (calibration batches need not match a static batch);

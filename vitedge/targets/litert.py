@@ -259,7 +259,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
     opts: LiteRTOptions = ctx.options
     if ctx.calibration is None:
         raise UsageError("litert-int8 needs calibration data (--calib)")
-    module = ctx.loaded.module.eval()
+    module = ctx.network()
     ctx.check_module_names(opts.keep_float, "--litert-keep-float")
     keep = ctx.float_modules(opts.keep_float, opts.quantize_head)
     large = large_depthwise(module)
