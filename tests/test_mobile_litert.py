@@ -240,3 +240,29 @@ def test_runner_runs_without_torch(small_tflite):
     assert out.returncode == 0, out.stderr[-2000:]
     y = np.array(eval(out.stdout.strip().splitlines()[-1]), dtype=np.float32)  # noqa: S307 - our own output
     assert np.abs(y - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["beit", "swin", "swinv2"])
+def test_litert_int8_annotates_only_float_tensors(family, tmp_path, torch_threads):
+    """The PT2E quantiser's add/mul/index patterns also match integer arithmetic and symbolic
+    sizes; an observer there fails calibration ("histogram_cpu not implemented for 'Long'": BEiT's
+    relative-position index, SwinV2's lifted int64 constant; "'int' object has no attribute
+    'numel'": Swin's window partition). `targets.litert._float_only` leaves those unannotated:
+    every observer watches a float tensor and a calibration batch runs (conversion, the slow part,
+    is the zoo's: docs/zoo.md)."""
+    pytest.importorskip("transformers")
+    from hf_models import save_folder
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    loaded = load_model(str(save_folder(family, tmp_path / family)), random_init=True)
+    x = torch.randn(2, 3, *loaded.card.preprocess.input_size, generator=torch.Generator().manual_seed(0))
+    ep = torch.export.export(loaded.module.eval(), (x,), dynamic_shapes=({0: torch.export.Dim("batch", max=8)},))
+    prepared = prepare_pt2e(ep.module(), litert.make_quantizer(True, ()))
+    watched = [n.args[0] for n in prepared.graph.nodes
+               if n.op == "call_module" and "activation_post_process" in str(n.target)]
+    assert len(watched) > 20  # the model is quantised, not skipped whole
+    for n in watched:
+        val = n.meta.get("val") if n.op != "get_attr" else litert._attr(n)
+        assert isinstance(val, torch.Tensor) and val.is_floating_point(), n
+    with torch.no_grad():
+        prepared(x)  # calibration

@@ -203,16 +203,26 @@ def _float_only(node: Any) -> bool:
     """Whether an op and its node inputs are all float tensors. The quantiser's add/mul patterns
     otherwise also annotate integer arithmetic (BEiT's relative-position index: its histogram
     observer fails with "histogram_cpu not implemented for 'Long'") and ops fed a symbolic
-    size (Swin's window partition: "'int' object has no attribute 'numel'")."""
+    size (Swin's window partition: "'int' object has no attribute 'numel'"), and ops reading an
+    integer constant (SwinV2's relative-position index: "histogram_cpu ... 'Long'" again)."""
     import torch
 
     inputs: list[Any] = []
     torch.fx.node.map_arg((node.args, node.kwargs), inputs.append)  # nested lists too (cat, index)
     for n in (node, *inputs):
         val = n.meta.get("val")
+        if val is None and n.op == "get_attr":  # a constant torch.export lifted (SwinV2's int64
+            val = _attr(n)                      # relative-position index): no "val" in its meta
         if val is not None and not (isinstance(val, torch.Tensor) and val.is_floating_point()):
             return False
     return True
+
+
+def _attr(node: Any) -> Any:
+    obj = node.graph.owning_module
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 def make_quantizer(per_channel: bool, keep_float: tuple[str, ...]) -> Any:
