@@ -7,13 +7,17 @@ prevents it".
 Each model is a `vitedge matrix` of ort-int8, et-int8 and litert-int8 (random-init weights: the
 timing does not depend on them; calibrated on 64 synthetic images, judged on 50), so the three
 are timed side by side, each in its own process, in one run. The table gives p50, the ratio to
-ort-int8 and what each report says about placement and XNNPACK's slow kernels.
+ort-int8, what each report says about placement and XNNPACK's slow kernels, and where the time
+goes: `vitedge bench BUNDLE --ops` (the runtime's own profiler: ExecuTorch's ETDump with XNNPACK's
+per-operator events, ONNX Runtime's profiler; LiteRT's Python interpreter has none), its three
+slowest kernel kinds and the time per path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,8 +26,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import RESULTS, heading, publish, run  # noqa: E402
 
-MODELS = ("timm:vit_small_patch16_224", "timm:convnext_tiny")
+MODELS = ("vit-tiny", "convnext-zepto", "timm:vit_small_patch16_224", "timm:convnext_tiny")
 TARGETS = ("ort-int8", "et-int8", "litert-int8")
+
+
+def ops_summary(bundle: Path, threads: int) -> str:
+    """The three slowest kernel kinds and the time per path, from `vitedge bench --ops`."""
+    proc = subprocess.run(["vitedge", "bench", str(bundle), "--ops", "--json", "--no-profile", "--budget", "1",
+                           "--threads", str(threads)], capture_output=True, text=True)
+    prof = json.loads(proc.stdout).get("ops") if proc.returncode == 0 else None
+    if not prof:
+        return "no op profiler for this runtime" if proc.returncode == 0 else f"bench failed: {proc.stderr[-120:]}"
+    top = ", ".join(f"{r['op']} ({r['path']}, x{r['count']}) {r['ms']:.2f}" for r in prof["ops"][:3])
+    paths = {}
+    for r in prof["ops"]:
+        paths[r["path"]] = paths.get(r["path"], 0.0) + r["ms"]
+    split = " + ".join(f"{p} {ms:.2f}" for p, ms in sorted(paths.items(), key=lambda kv: -kv[1]))
+    return f"{top}; ops {prof['ops_ms']:.2f} = {split}"
 
 
 def main() -> None:
@@ -35,7 +54,8 @@ def main() -> None:
     a = p.parse_args()
     t0 = time.perf_counter()
     lines = heading("XNNPACK INT8 (et-int8, litert-int8) against ort-int8", a.threads)
-    lines += ["| model | target | p50 ms | vs ort-int8 | placement / XNNPACK notes |", "|---|---|---|---|---|"]
+    lines += ["| model | target | p50 ms | vs ort-int8 | placement / XNNPACK notes | where the time goes (ms per "
+              "inference, profiled) |", "|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="vitedge-xnnpack-") as tmp:
         for model in a.models.split(","):
             out = Path(tmp) / model.replace(":", "_")
@@ -52,8 +72,10 @@ def main() -> None:
                 p50 = (c.get("latency_ms") or {}).get("p50")
                 ratio = f"{p50 / ref:.2f}x" if p50 and ref else "-"
                 said = [n for n in c.get("notes", []) if "XNNPACK" in n or "portable" in n]
-                lines.append(f"| {model} | {t} | {p50:.2f} | {ratio} | {'; '.join(s[:160] for s in said) or '-'} |"
-                             if p50 else f"| {model} | {t} | - | - | {c.get('status')}: {str(c.get('error'))[:120]} |")
+                where = ops_summary(out / "bundles" / t, a.threads) if p50 else "-"
+                lines.append(f"| {model} | {t} | {p50:.2f} | {ratio} | {'; '.join(s[:160] for s in said) or '-'} | "
+                             f"{where} |" if p50 else
+                             f"| {model} | {t} | - | - | {c.get('status')}: {str(c.get('error'))[:120]} | - |")
     publish(lines, a.out, t0)
 
 

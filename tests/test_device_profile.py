@@ -118,3 +118,59 @@ def test_openvino_model_cache_is_made_on_the_device_and_read_on_later_loads(tmp_
     assert (first.model_cache, again.model_cache) == ("written", "read")
     assert any(p.suffix == ".blob" for p in (out / "ov-cache").iterdir())
     assert main(["verify", str(out)]) == 0  # the cache beside the files is not a checksum problem
+
+
+def test_op_times_takes_each_nodes_median_and_sums_per_kind():
+    from vitedge.runtimes.op_profile import by_path, op_times, slowest_line
+
+    p = op_times([("GEMM", "XNNPACK", [9.0, 1.0, 1.2]), ("GEMM", "XNNPACK", [2.0, 2.0, 2.0]),
+                  ("layer_norm", "portable", [0.5, 0.6, 0.4]), ("empty", "x", [])], "test", 3, total_ms=5.0)
+    assert [(r["op"], r["count"], r["ms"]) for r in p["ops"]] == [("GEMM", 2, 3.2), ("layer_norm", 1, 0.5)]
+    assert p["ops_ms"] == 3.7 and p["profiled_call_ms"] == 5.0
+    assert abs(sum(r["share"] for r in p["ops"]) - 1) < 1e-3
+    assert by_path(p) == {"XNNPACK": 3.2, "portable": 0.5}
+    assert "GEMM on XNNPACK x2 3.20 ms (86%)" in slowest_line(p)
+
+
+# Each runtime's own profiler, on the contract's INT8 bundles: the kinds name the int8 kernels
+# the runtime ran (ORT's QLinear*/...Integer ops, OpenVINO's i8/u8 kernel names, XNNPACK's
+# QS8/QC8 operators inside ExecuTorch's delegate calls).
+OP_PROFILES = [("ort-int8", ("QLinear", "Integer")), ("ov-int8", ("_I8", "_i8", "_u8", "_U8")),
+               ("et-int8", ("QS8", "QC8"))]
+
+
+@pytest.mark.parametrize("target, int8", OP_PROFILES, ids=[t for t, _ in OP_PROFILES])
+def test_op_profile_names_the_kernels_each_runtime_ran(target, int8, capfd):
+    from vitedge.cli.main import main
+    from vitedge.runtimes.open import open_runner
+
+    b = shared_bundle(target, "convnext-zepto")  # the contract's bundle (read-only)
+    assert b.exit_code == 0, b.stderr
+    with open_runner(b.dir, 1) as runner:
+        prof = runner.op_profile(runs=3)
+    assert prof["runs"] == 3 and prof["ops_ms"] > 0 and len(prof["ops"]) >= 3
+    assert [r["ms"] for r in prof["ops"]] == sorted((r["ms"] for r in prof["ops"]), reverse=True)
+    assert abs(sum(r["share"] for r in prof["ops"]) - 1) < 0.01
+    assert any(k in r["op"] for r in prof["ops"] for k in int8), [r["op"] for r in prof["ops"]]
+    if target == "et-int8":  # convnext-zepto's LayerNorms run on the portable kernels
+        paths = {r["path"] for r in prof["ops"]}
+        assert paths == {"XNNPACK", "portable kernels"}
+        assert any(r["op"].startswith("native_layer_norm") for r in prof["ops"] if r["path"] == "portable kernels")
+        capfd.readouterr()
+        assert main(["bench", str(b.dir), "--ops", "--no-profile", "--budget", "0.2", "--json"]) == 0
+        assert json.loads(capfd.readouterr().out)["ops"]["source"] == "ExecuTorch ETDump"
+        assert main(["bench", str(b.dir), "--ops", "--no-profile", "--budget", "0.2"]) == 0
+        printed = capfd.readouterr()
+        assert "where the time goes (ExecuTorch ETDump)" in printed.out
+        assert "cpuinfo" not in printed.err  # the runtime's native probing (fd 2) stays inside
+
+
+def test_a_runtime_without_an_op_profiler_says_so(capsys):
+    pytest.importorskip("ai_edge_litert")
+    from vitedge.cli.main import main
+
+    b = shared_bundle("litert-fp32", "convnext-zepto")
+    assert b.exit_code == 0, b.stderr
+    capsys.readouterr()
+    assert main(["bench", str(b.dir), "--ops", "--no-profile", "--budget", "0.2"]) == 0
+    assert "litert has no op profiler here" in capsys.readouterr().out

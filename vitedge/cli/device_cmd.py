@@ -46,6 +46,9 @@ def bench_command(
     throughput: Annotated[bool, typer.Option(
         "--throughput", help="Also images/s with all cores: the best of a batch x parallel-streams sweep, each "
                              "runtime parallelised its own way (OpenVINO streams, several sessions/interpreters).")] = False,
+    ops: Annotated[bool, typer.Option(
+        "--ops", help="Also where the time goes, per kernel kind, from the runtime's own profiler (ONNX Runtime, "
+                      "OpenVINO PERF_COUNT, ExecuTorch ETDump with XNNPACK's per-operator events).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """On-device benchmark: latency (warm-up, then timed runs; min/p50/p90/p99/max, images/s), in a
@@ -59,15 +62,42 @@ def bench_command(
     # the fresh process first: its load is the first of this run (a runtime's model cache, if the
     # bundle has one, is written there and read by the latency runner's load)
     device = _profile(artifact, threads, sizes[0], budget) if profile else None
-    results, info, placement = _latency(artifact, sizes, threads, warmup, budget)
+    results, info, placement, op_profile = _latency(artifact, sizes, threads, warmup, budget, ops)
     best = _throughput(artifact, threads) if throughput else None
     if as_json:
         typer.echo(json.dumps({"artifact": str(artifact), "runner": info, "system": system_info(),
-                               "results": results, "placement": placement,
+                               "results": results, "placement": placement, "ops": op_profile,
                                "profile": device.to_dict() if device else None,
                                "throughput": best.to_dict() if best else None}, indent=2, default=str))
         return
     _print_bench(artifact, info, results, placement, device, best)
+    if ops:
+        _print_ops(op_profile, info, results[0]["p50"])
+
+
+def _print_ops(profile: dict | None, info: dict, p50: float) -> None:
+    if profile is None:
+        console.print(f"where the time goes: {info.get('runtime')} has no op profiler here "
+                      "(vitedge.runtimes.op_profile says which runtimes do)")
+        return
+    from rich.markup import escape
+
+    from vitedge.runtimes.op_profile import TOP, slowest_line
+
+    table = Table(title=f"where the time goes: {profile['source']}, median of {profile['runs']} runs, per inference")
+    for col, just in (("op (kernel)", "left"), ("path", "left"), ("nodes", "right"), ("ms", "right"),
+                      ("share", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in profile["ops"][:TOP]:
+        table.add_row(r["op"], r["path"], str(r["count"]), f"{r['ms']:.3f}", f"{100 * r['share']:.1f}%")
+    if len(profile["ops"]) > TOP:
+        rest = profile["ops"][TOP:]
+        table.add_row(f"{len(rest)} more kinds", "", str(sum(r["count"] for r in rest)),
+                      f"{sum(r['ms'] for r in rest):.3f}", f"{100 * sum(r['share'] for r in rest):.1f}%")
+    console.print(table)
+    console.print(escape(slowest_line(profile)))
+    console.print(f"the ops' sum: {profile['ops_ms']:.3f} ms per inference; unprofiled p50 above: {p50:.3f} ms "
+                  "(the difference: calls between the ops, and the profiler's own cost)")
 
 
 def _print_bench(artifact: Path, info: dict, results: list[dict], placement: dict | None, device, best) -> None:  # type: ignore[no-untyped-def]
@@ -93,12 +123,18 @@ def _print_bench(artifact: Path, info: dict, results: list[dict], placement: dic
     console.print(f"{s['cpu']} ({', '.join(s['cpu_flags'])}), {s['cores_available']} cores available")
 
 
-def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int, budget: float,
-             ) -> tuple[list[dict], dict, dict | None]:
+def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int, budget: float, ops: bool = False,
+             ) -> tuple[list[dict], dict, dict | None, dict | None]:
     from vitedge.bench.latency import time_calls_with_progress
+    from vitedge.quiet import native_stderr, quiet
     from vitedge.runtimes.open import open_runner, seeded_input
 
-    runner = open_runner(artifact, threads)
+    # a runtime's import, load and first call print to stderr (ExecuTorch's cpuinfo probing,
+    # torch's pytree warning): held back as vitedge.load() does, shown only if the load fails
+    with quiet(capture_stdout=False), native_stderr():
+        runner = open_runner(artifact, threads).activate()
+        first = runner.inputs()[0]
+        runner.infer({first.name: seeded_input(runner, first.shape[0] if isinstance(first.shape[0], int) else 1)})
     results = []
     with runner:
         spec = runner.inputs()[0]
@@ -113,7 +149,13 @@ def _latency(artifact: Path, sizes: list[int], threads: int | None, warmup: int,
             results.append(stats.to_dict())
         info = runner.info()
         placement = runner.placement()
-    return results, info, placement
+        op_profile = None
+        if ops:
+            from vitedge.progress import stderr_console
+
+            with stderr_console.status("profiling: where the time goes, per kernel"):
+                op_profile = runner.op_profile()
+    return results, info, placement, op_profile
 
 
 def _profile(artifact: Path, threads: int | None, batch: int, budget: float):  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vitedge.errors import InputError
+from vitedge.runtimes.op_profile import PROFILED_RUNS
 
 # The input of an artifact that preprocesses inside (--embed-preprocessing): uint8 NHWC RGB.
 PIXELS_NAME = "pixels"
@@ -78,6 +79,12 @@ class Runner(ABC):
     def placement(self) -> dict[str, Any] | None:
         """Where the artifact's ops run, from the runtime's own tools: see `placement_report`.
         None where the runtime has no such tool (or it is not wired yet)."""
+        return None
+
+    def op_profile(self, runs: int = PROFILED_RUNS) -> dict[str, Any] | None:
+        """Where the time goes, per kernel kind, from the runtime's own profiler, measured on a
+        second, profiling instance with this one's settings: `vitedge.runtimes.op_profile`.
+        None where the runtime has no profiler here."""
         return None
 
     def max_batch(self) -> int | None:

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import statistics
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import numpy as np
 
 from vitedge.errors import InputError
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+from vitedge.runtimes.op_profile import PROFILED_RUNS
 from vitedge.runtimes.registry import RuntimeSpec
 
 RUNTIME = RuntimeSpec(name="executorch", runner="vitedge.runtimes.executorch_runner:ExecuTorchRunner",
@@ -164,6 +168,39 @@ class ExecuTorchRunner(Runner):
         if self.device_threads:
             out["device_threads"] = self.device_threads
         return out
+
+    def op_profile(self, runs: int = PROFILED_RUNS) -> dict[str, Any] | None:
+        """The program's ETDump (a second load with the event tracer on): one event per
+        portable-kernel call and, inside each XNNPACK delegate call, per XNNPACK operator; the
+        total is `Method::execute`, so `other` is the delegate calls' and runtime's own time."""
+        import torch
+        from executorch.devtools import Inspector
+
+        from vitedge.runtimes.op_profile import op_times
+        from vitedge.runtimes.open import seeded_input
+
+        self._set_threads()
+        spec = self.inputs()[0]
+        x = torch.from_numpy(seeded_input(self, spec.shape[0] if isinstance(spec.shape[0], int) else 1))
+        logged: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="vitedge-etdump-") as tmp, native_stderr(logged), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Output Buffer not found": no tensor debug data asked for
+            module = self._lib._load_for_executorch(str(self.path), enable_etdump=True)
+            for _ in range(runs + 1):  # the first (warm-up) is left out below
+                module.forward((x,))
+            module.write_etdump_result_to_file(str(Path(tmp) / "run.etdp"))
+            blocks = Inspector(etdump_path=str(Path(tmp) / "run.etdp")).event_blocks
+        nodes, whole = [], None
+        for block in blocks:
+            for e in block.events:
+                ms = list(e.perf_data.raw[1:]) if e.perf_data is not None else []
+                if e.name == "Method::execute":
+                    whole = statistics.median(ms) if ms else None
+                elif e.name not in ("DELEGATE_CALL", "OPERATOR_CALL") and block.name == "Execute":
+                    kind = re.sub(r" #\d+$", "", e.name).removeprefix("native_call_")
+                    nodes.append((kind, "XNNPACK" if e.is_delegated_op else "portable kernels", ms))
+        return op_times(nodes, "ExecuTorch ETDump", runs, whole)
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

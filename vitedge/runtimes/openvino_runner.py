@@ -18,6 +18,7 @@ import numpy as np
 from vitedge.errors import InputError
 from vitedge.runtimes import sigstack
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+from vitedge.runtimes.op_profile import PROFILED_RUNS
 from vitedge.runtimes.registry import RuntimeSpec
 
 # One compiled model, one infer request per calling thread (see OpenVinoRunner): thread-safe.
@@ -177,6 +178,31 @@ class OpenVinoRunner(Runner):
         if not int8:
             return placement_report("float kernels (no int8 layers in this IR)", other, {}, reorders=reorders)
         return placement_report("int8 kernels", int8, other, reorders=reorders)
+
+    def op_profile(self, runs: int = PROFILED_RUNS) -> dict[str, Any] | None:
+        """The CPU plugin's performance counters (PERF_COUNT, on a second compile with this one's
+        settings) per layer of the compiled model, by layer type and the kernel it ran
+        (`FullyConnected brgemm_avx512_I8`: the precision it really ran in)."""
+        from vitedge.runtimes.op_profile import op_times
+        from vitedge.runtimes.open import seeded_input
+
+        ov = _ov()
+        with sigstack.preserved():
+            compiled = ov.Core().compile_model(str(self.path), self.device,
+                                               {**self.compile_config(), "PERF_COUNT": "YES"})
+            request = compiled.create_infer_request()
+            spec = self.inputs()[0]
+            feed = {spec.name: seeded_input(self, spec.shape[0] if isinstance(spec.shape[0], int) else 1)}
+            request.infer(feed)  # warm-up
+            nodes: dict[str, tuple[str, str, list[float]]] = {}
+            for _ in range(runs):
+                request.infer(feed)
+                for p in request.profiling_info:
+                    if str(p.status).endswith("EXECUTED"):
+                        kind = f"{p.node_type} {p.exec_type}"
+                        nodes.setdefault(p.node_name, (kind, "CPU plugin", []))[2].append(
+                            p.real_time.total_seconds() * 1000)
+        return op_times(nodes.values(), "OpenVINO PERF_COUNT", runs)
 
     def _request(self) -> Any:
         req = getattr(self._local, "request", None)

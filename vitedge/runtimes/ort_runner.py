@@ -8,6 +8,7 @@ serves every thread.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from vitedge.errors import InputError
 from vitedge.runtimes.base import Runner, TensorSpec, default_threads
+from vitedge.runtimes.op_profile import PROFILED_RUNS
 from vitedge.runtimes.registry import RuntimeSpec
 
 # InferenceSession.run is thread-safe: one session serves every thread.
@@ -117,15 +119,13 @@ class OrtRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self.session.run(self._output_names, feed), strict=True))
 
-    def placement(self) -> dict[str, Any] | None:
-        """The kernels ONNX Runtime ran, from its own profiler (one run of a second, profiling
-        session with this one's settings): matrix products and convolutions on int8 kernels
-        (QLinearMatMul, QLinearConv, MatMulInteger, ...) or on float ones. A float artifact has
-        no int8 path: every compute op counts as on its (float) fast path."""
+    def _profiled_events(self, runs: int) -> list[dict[str, Any]]:
+        """ONNX Runtime's profiler events of `runs` calls on the seeded input, from a second
+        session with this one's settings (profiling is a session option)."""
         import json
         import tempfile
 
-        from vitedge.runtimes.base import placement_report
+        from vitedge.runtimes.open import seeded_input
 
         ort = _ort()
         with tempfile.TemporaryDirectory(prefix="vitedge-ort-profile-") as tmp:
@@ -138,16 +138,42 @@ class OrtRunner(Runner):
             for k, v in self.session_config.items():
                 opts.add_session_config_entry(k, v)
             session = ort.InferenceSession(str(self.path), opts, providers=list(self.providers))
-            from vitedge.runtimes.open import seeded_input
-
             spec = self.inputs()[0]
-            batch = spec.shape[0] if isinstance(spec.shape[0], int) else 1
-            session.run(None, {spec.name: seeded_input(self, batch)})
-            events = json.loads(Path(session.end_profiling()).read_text())
-        ops = Counter(e["args"]["op_name"] for e in events
-                      if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"))
+            feed = {spec.name: seeded_input(self, spec.shape[0] if isinstance(spec.shape[0], int) else 1)}
+            for _ in range(runs):
+                session.run(None, feed)
+            return list(json.loads(Path(session.end_profiling()).read_text()))
+
+    def op_profile(self, runs: int = PROFILED_RUNS) -> dict[str, Any] | None:
+        """Each node's `*_kernel_time` per run, by the op type the session ran (after its own
+        fusions) and its execution provider; the total is the profiler's `model_run`."""
+        from vitedge.runtimes.op_profile import op_times
+
+        events = self._profiled_events(runs + 1)  # the first run (warm-up) is left out below
+        nodes: dict[str, tuple[str, str, list[float]]] = {}
+        for e in events:
+            if _is_kernel(e):
+                provider = e["args"].get("provider", "").replace("ExecutionProvider", " EP")
+                nodes.setdefault(e["name"], (e["args"]["op_name"], provider, []))[2].append(e["dur"] / 1000)
+        whole = [e["dur"] / 1000 for e in events if e.get("name") == "model_run"][1:]
+        return op_times([(k, p, ms[1:]) for k, p, ms in nodes.values()], "ONNX Runtime profiler", runs,
+                        statistics.median(whole) if whole else None)
+
+    def placement(self) -> dict[str, Any] | None:
+        """The kernels ONNX Runtime ran, from its own profiler (one run of a second, profiling
+        session with this one's settings): matrix products and convolutions on int8 kernels
+        (QLinearMatMul, QLinearConv, MatMulInteger, ...) or on float ones. A float artifact has
+        no int8 path: every compute op counts as on its (float) fast path."""
+        from vitedge.runtimes.base import placement_report
+
+        events = self._profiled_events(1)
+        ops = Counter(e["args"]["op_name"] for e in events if _is_kernel(e))
         int8 = {k: v for k, v in ops.items() if k in INT8_KERNELS}
         floats = {k: v for k, v in ops.items() if k in FLOAT_KERNELS}
         if not int8:
             return placement_report("float kernels (a float artifact)", floats, {})
         return placement_report("int8 kernels", int8, floats)
+
+
+def _is_kernel(event: dict[str, Any]) -> bool:
+    return event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time")
