@@ -361,7 +361,7 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             parity=parity, latency=latency, runner_info=runner_info, reference_info=reference_info,
             export_info=export_info.to_dict() if export_info else None,
             artifact_bytes=sum((bundle / f).stat().st_size for f in artifact.files),
-            seconds=time.perf_counter() - t0, card=card, system=system_info(), notes=[],
+            seconds=time.perf_counter() - t0, card=card, system=system_info(), notes=ctx.rewrite_notes(),
             calibration=request.calibration.provenance() if request.calibration and target.needs_calibration else None,
             fallback=fallback, options=describe(options) or None, batch_dim=batch_dim,
             latency_measured=("artifact and reference each in its own process, one at a time"
@@ -377,9 +377,6 @@ def export_target(loaded: LoadedModel, request: ExportRequest, shared: SharedWor
             frame = "x".join(map(str, CAMERA_HW if spec.pixels == "any" else card.preprocess.input_size))
             report.notes.append(f"latency: the artifact is timed on {frame} uint8 RGB frames (its time includes "
                                 "the preprocessing inside), the reference on the preprocessed model input")
-        if ctx.module_rewrites:  # the ONNX export's own are in report.export_info["rewrites"]
-            swapped = ", ".join(f"{k} ({n} layers)" for k, n in ctx.module_rewrites.items())
-            report.notes.append(f"converted after module rewrites (same maths, vitedge.export.rewrites): {swapped}")
         if artifact.predicted_by:
             report.notes.append(f"latency is of the CPU stand-in ({artifact.predicted_by}), not of the target runtime")
         write_stage(bundle, report, inputs, ref_cache, art_out, request, target)

@@ -58,6 +58,11 @@ class BuildContext:
             self.module_rewrites = {k: n for k, n in counts.items() if n}
         return self._network
 
+    def rewrite_notes(self) -> list[str]:
+        """The report's note on the module rewrites network() applied, if any did."""
+        swapped = ", ".join(f"{k} ({n} layers)" for k, n in self.module_rewrites.items())
+        return [f"converted after module rewrites (same maths, vitedge.export.rewrites): {swapped}"] if swapped else []
+
     def module(self) -> Any:
         """The module a module-based build converts (eval mode): the network, or the network
         behind its pixel preprocessing (`pixels`)."""
