@@ -287,10 +287,9 @@ def render(out: Path, doc: Path, archs: tuple[Arch, ...], targets: list[str]) ->
             "preprocessing from the folder; untrained weights, so the same gate as the timm rows) to every target "
             "available here: the x86 CPU targets, the TensorRT and Core ML kits (parity predicted on CPU, nothing "
             "built for the GPU / macOS), ExecuTorch and LiteRT. The parity reference is the transformers model "
-            "itself. Cells as above. EfficientFormer is not in this list: transformers 5 removed it. A row that hit "
-            "the time limit (MobileViT, MobileViTV2: ExecuTorch/LiteRT INT8 conversion) had its remaining targets run "
-            "again into the same directory (`vitedge matrix FOLDER --random-init --targets ...`): its latencies come "
-            "from two runs, and the target that was running at the limit is `not run`.", "",
+            "itself. Cells as above. EfficientFormer is not in this list: transformers 5 removed it. Module "
+            "rewrites a converter needed (MobileViTV2's fold and broadcast, BEiT's position index: "
+            "`vitedge.export.rewrites.ALWAYS`) are named in each bundle's report.", "",
         ]
     else:
         lines = [

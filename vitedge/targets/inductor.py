@@ -232,7 +232,7 @@ def _kernel_census(pt2: Path) -> dict[str, int]:
     return counts
 
 
-def _compile(ctx: BuildContext, ep: Any, precision: str) -> tuple[Path, float]:
+def _compile(ctx: BuildContext, ep: Any, precision: str) -> tuple[Path, float, bool, list[str]]:
     import torch
 
     from vitedge.quiet import quiet
@@ -245,21 +245,32 @@ def _compile(ctx: BuildContext, ep: Any, precision: str) -> tuple[Path, float]:
         "num_classes": str(len(ctx.loaded.card.classes)), "torch": torch.__version__,
         "card": ctx.loaded.card.to_json(),
     }
-    configs = {"freezing": opts.freezing, "max_autotune": opts.max_autotune, "aot_inductor.metadata": metadata}
     out = ctx.bundle_dir / MODEL_FILE
     t0 = time.perf_counter()
-    try:
-        with _inductor_cache_in(ctx.work_dir / "inductor-cache"), quiet(), torch.no_grad():
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(out), inductor_configs=configs)
-    except Exception as e:
-        interrupts.check()
-        msg = str(e)
-        # Only a compiler failure is about g++; a graph the compiler rejects is not.
-        hint = ("it needs a working g++ (check `g++ --version`); " if any(
-            k in msg for k in ("g++", "CppCompileError", "compiler", "cc1plus")) else "")
-        raise ExportError(f"inductor-{precision}: AOTInductor compile failed: {type(e).__name__}: "
-                          f"{msg[:300]}; {hint}try --inductor-freezing false or another target") from e
-    return out, time.perf_counter() - t0
+    notes: list[str] = []
+    for freezing in dict.fromkeys((opts.freezing, False)):
+        configs = {"freezing": freezing, "max_autotune": opts.max_autotune, "aot_inductor.metadata": metadata}
+        try:
+            with _inductor_cache_in(ctx.work_dir / "inductor-cache"), quiet(), torch.no_grad():
+                torch._inductor.aoti_compile_and_package(ep, package_path=str(out), inductor_configs=configs)
+            return out, time.perf_counter() - t0, freezing, notes
+        except Exception as e:
+            interrupts.check()
+            msg = str(e)
+            # Only a compiler failure is about g++; a graph the compiler rejects is not.
+            compiler = any(k in msg for k in ("g++", "CppCompileError", "compiler", "cc1plus"))
+            if freezing and not compiler:
+                # Freezing folds the weights into the graph as constants; on some graphs it leaves
+                # a symbolic size behind that the AOT compile then rejects (transformers' LeViT
+                # INT8: "torch.Size() takes an iterable of 'int' (item 0 is 'Node')", torch 2.14).
+                # Compiled again without it: slower int8 kernels maybe, but an artifact.
+                notes.append(f"compiled with freezing off: with freezing, AOTInductor failed "
+                             f"({type(e).__name__}: {msg.splitlines()[0][:160] if msg else ''})")
+                continue
+            hint = "it needs a working g++ (check `g++ --version`); " if compiler else ""
+            raise ExportError(f"inductor-{precision}: AOTInductor compile failed: {type(e).__name__}: "
+                              f"{msg[:300]}; {hint}try another target") from e
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def _build(ctx: BuildContext, precision: str) -> Artifact:
@@ -277,14 +288,13 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         ep, details = _quantize(ctx, ep, x, dynamic)
     else:
         ep = _export(module, x, dynamic, "float graph")
-    path, compile_s = _compile(ctx, ep, precision)
+    path, compile_s, frozen, notes = _compile(ctx, ep, precision)
     census = _kernel_census(path)
-    notes = []
     if precision == "int8" and not census.get("qlinear") and not census.get("qconv"):
         notes.append("no int8 kernel reached the compiled code (every layer runs float)")
     details.update({
         "compiler": f"AOTInductor (torch {torch.__version__})",
-        "freezing": opts.freezing, "max_autotune": opts.max_autotune,
+        "freezing": frozen, "max_autotune": opts.max_autotune,
         "batch": ctx.export.static_batch or "dynamic",
         "compile_s": round(compile_s, 1), "kernels": census,
         "device_needs": f"torch=={torch.__version__.split('+')[0]} (libtorch runs the .pt2)",
