@@ -88,7 +88,8 @@ def native_stderr(sink: list[str]) -> Iterator[None]:
 
 def native_errors(lines: list[str]) -> str:
     """The lines worth quoting from captured native stderr (errors, not cpuinfo probing)."""
-    keep = [ln.strip() for ln in lines if "rror" in ln and "cpuinfo" not in ln]
+    # ExecuTorch's log lines carry no level ("[XNNCompiler.cpp:NN] Failed to ..."), hence "ailed"
+    keep = [ln.strip() for ln in lines if ("rror" in ln or "ailed" in ln) and "cpuinfo" not in ln]
     return "; ".join(keep[-2:])[:300]
 
 

@@ -262,8 +262,10 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
         raise
     except Exception as e:  # converter errors come from coremltools' MIL passes and torch
         msg = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
-        raise ExportError(f"Core ML {stage} failed: {msg}; try coreml-fp16, or check "
-                          f"coremltools {ct.__version__} supports torch's ops for this model") from e
+        # the weight quantisation comes after a conversion that worked: coreml-fp16 would build
+        other = "coreml-fp16, or " if stage != "coremltools conversion" else ""
+        raise ExportError(f"Core ML {stage} failed: {msg}; try {other}check coremltools {ct.__version__} "
+                          "supports torch's ops for this model, or another target (onnx-fp32, ov-fp16)") from e
     stage = "stand-in"
     standin, standin_facts = _standin(ctx, precision)
     kit_files = _write_kit(ctx, precision, batch, tolerance_for(precision, untrained=ctx.loaded.card.untrained))
