@@ -187,3 +187,70 @@ def test_beit_position_index_is_a_constant_core_ml_converts(tmp_path):
     mlmodel = ct.convert(ep, inputs=[ct.TensorType(name="input", shape=tuple(x[:1].shape), dtype=np.float32)],
                          convert_to="mlprogram", skip_model_load=True)
     assert mlmodel.get_spec().WhichOneof("Type") == "mlProgram"
+
+
+@pytest.mark.parametrize("kernel", [7, 9, (7, 5)])
+def test_large_depthwise_splits_into_bands_the_same_maths(kernel):
+    from torch import nn
+
+    from vitedge.export.rewrites import DWCONV_TAPS, SplitDepthwise
+
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    conv = nn.Conv2d(12, 12, (kh, kw), padding=(kh // 2, kw // 2), groups=12).eval()
+    others = [nn.Conv2d(12, 12, 5, padding=2, groups=12), nn.Conv2d(12, 12, 7, padding=3, groups=12, stride=2),
+              nn.Conv2d(12, 12, 7, padding=0, groups=12), nn.Conv2d(12, 24, 7, padding=3)]
+    model = nn.Sequential(conv, *others).eval()
+    out, counts = apply_rewrites(model, ("split-large-depthwise",))
+    assert counts == {"split-large-depthwise": 1}  # 5x5, strided, unpadded and dense convs stay
+    split = out[0]
+    assert isinstance(split, SplitDepthwise) and all(type(m) is nn.Conv2d for m in out[1:])
+    assert all(p.kernel_size[0] * p.kernel_size[1] <= DWCONV_TAPS for p in split.parts)
+    assert sum(p.kernel_size[1] for p in split.parts) == kw
+    x = torch.randn(2, 12, 15, 11, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_xnnpack_runs_the_split_depthwise_on_its_depthwise_kernels(tmp_path):
+    """What the rewrite is for, from ExecuTorch's own profiler (ETDump): XNNPACK runs a 7x7
+    depthwise conv as a grouped IGEMM and the split one on its DWConv kernels."""
+    pytest.importorskip("executorch.runtime", reason="needs the executorch extra")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from torch import nn
+
+    from vitedge.runtimes.executorch_runner import ExecuTorchRunner
+
+    conv = nn.Sequential(nn.Conv2d(8, 8, 7, padding=3, groups=8)).eval()
+    split, _ = apply_rewrites(conv, ("split-large-depthwise",))
+    x = torch.randn(1, 8, 14, 14)
+    kinds = {}
+    for name, module in (("dw7", conv), ("split", split)):
+        program = to_edge_transform_and_lower(torch.export.export(module, (x,)),
+                                              partitioner=[XnnpackPartitioner()]).to_executorch()
+        (tmp_path / f"{name}.pte").write_bytes(program.buffer)
+        with ExecuTorchRunner(tmp_path / f"{name}.pte", threads=1) as runner:
+            np.testing.assert_allclose(runner.infer({"input": x.numpy()})["logits"], module(x).detach().numpy(),
+                                       atol=1e-5)
+            kinds[name] = {r["op"]: r["path"] for r in runner.op_profile(runs=2)["ops"]}
+    assert kinds["dw7"].get("Convolution (NHWC, F32) IGEMM") == "XNNPACK", kinds["dw7"]
+    assert kinds["split"].get("Convolution (NHWC, F32) DWConv") == "XNNPACK", kinds["split"]
+    assert not any("IGEMM" in k or "convolution" in k for k in kinds["split"]), kinds["split"]
+
+
+def test_only_the_xnnpack_targets_convert_split_depthwise(tmp_path):
+    from vitedge.export.rewrites import SplitDepthwise
+    from vitedge.targets.context import BuildContext
+    from vitedge.targets.registry import all_targets
+
+    loaded = load_model("convnext-zepto")  # ten 7x7 depthwise convolutions
+    asking = {t.name for t in all_targets() if "split-large-depthwise" in t.export_config(ExportConfig()).rewrites}
+    assert asking == {"et-fp32", "et-int8", "litert-fp32", "litert-fp16", "litert-int8"}
+    ctx = BuildContext(loaded=loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=None, options=None,
+                       export=get_target("et-int8").export_config(ExportConfig()))
+    network = ctx.network()
+    assert network is not loaded.module and sum(isinstance(m, SplitDepthwise) for m in network.modules()) == 10
+    assert ctx.rewrite_notes() == ["converted after module rewrites (same maths, vitedge.export.rewrites): "
+                                   "split-large-depthwise (10 layers)"]
+    plain = BuildContext(loaded=loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=None, options=None)
+    assert plain.network() is loaded.module and plain.rewrite_notes() == []

@@ -49,12 +49,14 @@ class BuildContext:
     def network(self) -> Any:
         """The network a module-based build converts (eval mode): the model with the rewrites every
         export applies (`vitedge.export.rewrites.ALWAYS`: the same maths in a form the converters
-        take), on a copy where any layer swapped; the loaded model stays the parity reference.
+        take) and those the target asks for (`Target.export_rewrites`), on a copy where any layer
+        swapped; the loaded model stays the parity reference.
         Layer names are kept, so keep-float options and reports name the same modules."""
         if self._network is None:
             from vitedge.export.rewrites import ALWAYS, apply_rewrites
 
-            self._network, counts = apply_rewrites(self.loaded.module.eval(), ALWAYS)
+            names = tuple(dict.fromkeys((*ALWAYS, *self.export.rewrites)))  # + the target's own
+            self._network, counts = apply_rewrites(self.loaded.module.eval(), names)
             self.module_rewrites = {k: n for k, n in counts.items() if n}
         return self._network
 

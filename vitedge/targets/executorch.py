@@ -157,7 +157,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
     module = ctx.network()
     ctx.check_module_names(o.keep_float, "--et-keep-float")
     keep = ctx.float_modules(o.keep_float, o.quantize_head)
-    large = large_depthwise(module)
+    large = large_depthwise(ctx.loaded.module)  # names the network keeps (split-large-depthwise)
     if o.float_depthwise:
         keep += tuple(n for n in large if n not in keep)
     from torchao.quantization.pt2e.quantizer import (
@@ -359,8 +359,10 @@ def build_et_int8(ctx: BuildContext) -> Artifact:
     return _build(ctx, "int8")
 
 
+# split-large-depthwise: XNNPACK runs a 7x7 depthwise conv as a grouped IGEMM; as column bands it
+# gets XNNPACK's depthwise kernels (vitedge.export.rewrites.SplitDepthwise, measured there).
 _ET: dict[str, Any] = dict(runtime="executorch", options=EtOptions, extra="executorch", requires=("executorch", "torch"),
-           source="module", auto=("mobile",))
+           source="module", auto=("mobile",), export_rewrites=("split-large-depthwise",))
 register_target(Target(
     name="et-fp32", precision="fp32", hooks=Hooks(build=build_et_fp32), **_ET,
     description="ExecuTorch .pte, XNNPACK delegate, fp32 (Android/iOS/Linux boards; verified here)"))

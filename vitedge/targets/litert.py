@@ -272,7 +272,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
     module = ctx.network()
     ctx.check_module_names(opts.keep_float, "--litert-keep-float")
     keep = ctx.float_modules(opts.keep_float, opts.quantize_head)
-    large = large_depthwise(module)
+    large = large_depthwise(ctx.loaded.module)  # names the network keeps (split-large-depthwise)
     if opts.float_depthwise:
         keep += tuple(n for n in large if n not in keep)
     x = ctx.example_input()
@@ -338,8 +338,9 @@ def _pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:
     return artifact
 
 
+# split-large-depthwise: as for ExecuTorch (targets/executorch.py), the same XNNPACK underneath
 _COMMON = dict(runtime="litert", options=LiteRTOptions, extra="litert", requires=("litert_torch", "ai_edge_litert"),
-               source="module", auto=("mobile",))
+               source="module", auto=("mobile",), export_rewrites=("split-large-depthwise",))
 
 register_target(Target(
     name="litert-fp32", precision="fp32", hooks=Hooks(build=build_litert_fp32, embed=_pixels),
