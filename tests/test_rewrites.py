@@ -238,16 +238,16 @@ def test_xnnpack_runs_the_split_depthwise_on_its_depthwise_kernels(tmp_path):
     assert not any("IGEMM" in k or "convolution" in k for k in kinds["split"]), kinds["split"]
 
 
-def test_only_the_xnnpack_targets_convert_split_depthwise(tmp_path):
+def test_only_the_xnnpack_float_targets_convert_split_depthwise(tmp_path):
     from vitedge.export.rewrites import SplitDepthwise
     from vitedge.targets.context import BuildContext
     from vitedge.targets.registry import all_targets
 
     loaded = load_model("convnext-zepto")  # ten 7x7 depthwise convolutions
     asking = {t.name for t in all_targets() if "split-large-depthwise" in t.export_config(ExportConfig()).rewrites}
-    assert asking == {"et-fp32", "et-int8", "litert-fp32", "litert-fp16", "litert-int8"}
+    assert asking == {"et-fp32", "litert-fp32", "litert-fp16"}  # the INT8 ones: see their target files
     ctx = BuildContext(loaded=loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=None, options=None,
-                       export=get_target("et-int8").export_config(ExportConfig()))
+                       export=get_target("et-fp32").export_config(ExportConfig()))
     network = ctx.network()
     assert network is not loaded.module and sum(isinstance(m, SplitDepthwise) for m in network.modules()) == 10
     assert ctx.rewrite_notes() == ["converted after module rewrites (same maths, vitedge.export.rewrites): "

@@ -272,7 +272,7 @@ def build_litert_int8(ctx: BuildContext) -> Artifact:
     module = ctx.network()
     ctx.check_module_names(opts.keep_float, "--litert-keep-float")
     keep = ctx.float_modules(opts.keep_float, opts.quantize_head)
-    large = large_depthwise(ctx.loaded.module)  # names the network keeps (split-large-depthwise)
+    large = large_depthwise(module)
     if opts.float_depthwise:
         keep += tuple(n for n in large if n not in keep)
     x = ctx.example_input()
@@ -338,16 +338,19 @@ def _pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:
     return artifact
 
 
-# split-large-depthwise: as for ExecuTorch (targets/executorch.py), the same XNNPACK underneath
 _COMMON = dict(runtime="litert", options=LiteRTOptions, extra="litert", requires=("litert_torch", "ai_edge_litert"),
-               source="module", auto=("mobile",), export_rewrites=("split-large-depthwise",))
+               source="module", auto=("mobile",))
+# split-large-depthwise on the float targets, as for et-fp32 (targets/executorch.py: the same
+# XNNPACK underneath). Not litert-int8: litert-torch's converter rejected the quantised bands
+# ("Attempting to broadcast a dimension of length 4", transformers' ConvNeXt).
+SPLIT = ("split-large-depthwise",)
 
 register_target(Target(
-    name="litert-fp32", precision="fp32", hooks=Hooks(build=build_litert_fp32, embed=_pixels),
+    name="litert-fp32", precision="fp32", hooks=Hooks(build=build_litert_fp32, embed=_pixels), export_rewrites=SPLIT,
     description="LiteRT .tflite (litert-torch), XNNPACK delegate; Android / embedded Linux",
     **_COMMON))  # type: ignore[arg-type]
 register_target(Target(
-    name="litert-fp16", precision="fp16", hooks=Hooks(build=build_litert_fp16, embed=_pixels),
+    name="litert-fp16", precision="fp16", hooks=Hooks(build=build_litert_fp16, embed=_pixels), export_rewrites=SPLIT,
     description="LiteRT .tflite with fp16 weights (ai-edge-quantizer float casting), XNNPACK delegate",
     requires=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
     **{k: v for k, v in _COMMON.items() if k != "requires"}))  # type: ignore[arg-type]

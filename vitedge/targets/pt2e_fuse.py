@@ -63,9 +63,13 @@ def annotate_conv_clamp(gm: Any, config: Any, qspecs: tuple[Callable[..., Any], 
 # thread and 1.22 -> 1.01 ms at 2 with its ten 7x7 depthwise convs kept float (without them at
 # all: 0.39 ms, so they are most of the model's time); timm convnext_atto at 224 px 15.1 -> 12.2
 # ms; et-int8 convnext-zepto 1.60 -> 1.39 ms. The op placement report cannot show this: the ops
-# are on the delegate, its int8 kernel is just slow. 3x3 and 5x5 (MobileNet, EfficientNet) have
-# fast int8 kernels and stay quantised.
+# are on the delegate. ExecuTorch's ETDump (`vitedge bench --ops`) shows why: XNNPACK has no
+# depthwise kernel above 25 taps and runs these as a grouped IGEMM, one channel per group, in
+# int8 and fp32 alike ("Convolution (NHWC, F32) IGEMM": 35 of 59 ms of timm convnext_tiny
+# et-int8). 3x3 and 5x5 (MobileNet, EfficientNet) get its depthwise kernels and stay quantised.
+# The float targets split such kernels into bands it takes (vitedge.export.rewrites.SplitDepthwise).
 LARGE_DEPTHWISE_TAPS = 25
+MISSING_KERNEL = "XNNPACK has no depthwise kernel above 25 taps and runs them as a grouped IGEMM (`vitedge bench --ops`)"
 
 
 def large_depthwise(module: Any) -> tuple[str, ...]:
@@ -82,7 +86,7 @@ def large_depthwise_note(names: tuple[str, ...], kept: bool, flag: str) -> str:
     if kept:
         return (f"{len(names)} depthwise convolution(s) larger than 5x5 kept float ({names[0]}, ...): XNNPACK's "
                 f"int8 kernel for them is slower than its fp32 one (measured: vitedge.targets.pt2e_fuse); "
-                f"--no-{flag} quantises them too")
+                f"--no-{flag} quantises them too; {MISSING_KERNEL}")
     return (f"{len(names)} depthwise convolution(s) larger than 5x5 are int8 ({names[0]}, ...): XNNPACK's int8 "
             f"kernel for them is slower than its fp32 one (convnext-zepto: 1.22 -> 1.01 ms kept float); "
-            f"--{flag} keeps them float at the cost of a full-integer model")
+            f"--{flag} keeps them float at the cost of a full-integer model; {MISSING_KERNEL}")
