@@ -189,8 +189,9 @@ def test_beit_position_index_is_a_constant_core_ml_converts(tmp_path):
     assert mlmodel.get_spec().WhichOneof("Type") == "mlProgram"
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["sliced-output", "padded-input"])
 @pytest.mark.parametrize("kernel", [7, 9, (7, 5)])
-def test_large_depthwise_splits_into_bands_the_same_maths(kernel):
+def test_large_depthwise_splits_into_bands_the_same_maths(kernel, padded):
     from torch import nn
 
     from vitedge.export.rewrites import DWCONV_TAPS, SplitDepthwise
@@ -200,10 +201,12 @@ def test_large_depthwise_splits_into_bands_the_same_maths(kernel):
     others = [nn.Conv2d(12, 12, 5, padding=2, groups=12), nn.Conv2d(12, 12, 7, padding=3, groups=12, stride=2),
               nn.Conv2d(12, 12, 7, padding=0, groups=12), nn.Conv2d(12, 24, 7, padding=3)]
     model = nn.Sequential(conv, *others).eval()
-    out, counts = apply_rewrites(model, ("split-large-depthwise",))
-    assert counts == {"split-large-depthwise": 1}  # 5x5, strided, unpadded and dense convs stay
+    name = "split-large-depthwise" + ("-padded" if padded else "")
+    out, counts = apply_rewrites(model, (name,))
+    assert counts == {name: 1}  # 5x5, strided, unpadded and dense convs stay
     split = out[0]
-    assert isinstance(split, SplitDepthwise) and all(type(m) is nn.Conv2d for m in out[1:])
+    assert isinstance(split, SplitDepthwise) and split.pad_input == padded
+    assert all(type(m) is nn.Conv2d for m in out[1:])
     assert all(p.kernel_size[0] * p.kernel_size[1] <= DWCONV_TAPS for p in split.parts)
     assert sum(p.kernel_size[1] for p in split.parts) == kw
     x = torch.randn(2, 12, 15, 11, generator=torch.Generator().manual_seed(0))
@@ -238,16 +241,18 @@ def test_xnnpack_runs_the_split_depthwise_on_its_depthwise_kernels(tmp_path):
     assert not any("IGEMM" in k or "convolution" in k for k in kinds["split"]), kinds["split"]
 
 
-def test_only_the_xnnpack_float_targets_convert_split_depthwise(tmp_path):
+def test_only_the_xnnpack_targets_convert_split_depthwise(tmp_path):
     from vitedge.export.rewrites import SplitDepthwise
     from vitedge.targets.context import BuildContext
     from vitedge.targets.registry import all_targets
 
     loaded = load_model("convnext-zepto")  # ten 7x7 depthwise convolutions
-    asking = {t.name for t in all_targets() if "split-large-depthwise" in t.export_config(ExportConfig()).rewrites}
-    assert asking == {"et-fp32", "litert-fp32", "litert-fp16"}  # the INT8 ones: see their target files
+    asking = {t.name: r for t in all_targets() for r in t.export_config(ExportConfig()).rewrites
+              if r.startswith("split-large-depthwise")}
+    assert asking == {"et-fp32": "split-large-depthwise", "et-int8": "split-large-depthwise",
+                      "litert-fp32": "split-large-depthwise-padded", "litert-fp16": "split-large-depthwise-padded"}
     ctx = BuildContext(loaded=loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=None, options=None,
-                       export=get_target("et-fp32").export_config(ExportConfig()))
+                       export=get_target("et-int8").export_config(ExportConfig()))
     network = ctx.network()
     assert network is not loaded.module and sum(isinstance(m, SplitDepthwise) for m in network.modules()) == 10
     assert ctx.rewrite_notes() == ["converted after module rewrites (same maths, vitedge.export.rewrites): "

@@ -182,20 +182,26 @@ DWCONV_TAPS = 25
 
 class SplitDepthwise(nn.Module):
     """A "same"-padded, stride-1 depthwise Conv2d as a sum of depthwise convolutions over column
-    bands of its kernel (7x7: 7x3 + 7x3 + 7x1, each <= DWCONV_TAPS taps), each on its slice of
-    the once-padded input. The same sums in another order (fp32 rounding only). Measured in an
-    ExecuTorch/XNNPACK program, 96 channels at 56x56, 2 threads: 12.0 -> 4.0 ms (the three
-    DWConv kernels 0.74 ms; the rest slices, layout transposes and the pad)."""
+    bands of its kernel (7x7: 7x3 + 7x3 + 7x1, each <= DWCONV_TAPS taps). The same sums in
+    another order (fp32 rounding only). Two layouts of the same maths, because the two converters
+    differ in what they make fast (measured, benchmarks/split_depthwise.py, convnext-zepto, 2
+    threads, side by side):
+    - `pad_input=False` (ExecuTorch): each band convolves the input with the layer's own padding
+      and its output is sliced; et-fp32 2.15 -> 1.35 ms (the padded-input form failed XNNPACK's
+      compile between et-int8's quantised regions).
+    - `pad_input=True` (LiteRT): the input is padded once and each band reads its slice with no
+      padding of its own; litert-fp32 2.59 -> 0.95 ms (the sliced-output form: 2.56 -> 2.44)."""
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, pad_input: bool = False):
         super().__init__()
         kh, kw = conv.kernel_size
-        self.pad_w = kw // 2
         band = max(DWCONV_TAPS // kh, 1)
+        self.pad_input, self.pad_w = pad_input, kw // 2
         self.bands: list[tuple[int, int]] = [(j, min(band, kw - j)) for j in range(0, kw, band)]
         self.parts = nn.ModuleList()
         for j, width in self.bands:
-            part = nn.Conv2d(conv.in_channels, conv.out_channels, (kh, width), padding=(kh // 2, 0),
+            part = nn.Conv2d(conv.in_channels, conv.out_channels, (kh, width),
+                             padding=(kh // 2, 0 if pad_input else kw // 2),
                              groups=conv.groups, bias=conv.bias is not None and j == 0)
             with torch.no_grad():
                 part.weight.copy_(conv.weight[..., j:j + width])
@@ -205,15 +211,16 @@ class SplitDepthwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = x.shape[-1]
-        padded = torch.nn.functional.pad(x, (self.pad_w, self.pad_w, 0, 0))
+        padded = torch.nn.functional.pad(x, (self.pad_w, self.pad_w, 0, 0)) if self.pad_input else x
         out = None
         for (j, width), part in zip(self.bands, self.parts, strict=True):
-            y = part(padded[..., j:j + w + width - 1])
+            # band j's share of output column c reads padded input columns c + j ... c + j + width - 1
+            y = part(padded[..., j:j + w + width - 1]) if self.pad_input else part(x)[..., j:j + w]
             out = y if out is None else out + y
         return out
 
 
-def _split_depthwise_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | None:
+def _split_depthwise_swap(child: nn.Module, pad_input: bool = False) -> Callable[[nn.Module], nn.Module] | None:
     """A depthwise Conv2d with more taps than XNNPACK's depthwise kernels take, stride 1, no
     dilation, "same" zero padding: the layout SplitDepthwise reproduces. Only the XNNPACK targets
     ask for it (ONNX Runtime and OpenVINO have fast large depthwise kernels)."""
@@ -223,7 +230,7 @@ def _split_depthwise_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] 
     if kh * kw <= DWCONV_TAPS or kh % 2 == 0 or kw % 2 == 0 or child.stride != (1, 1) \
             or child.dilation != (1, 1) or child.padding != (kh // 2, kw // 2) or child.padding_mode != "zeros":
         return None
-    return SplitDepthwise
+    return lambda conv: SplitDepthwise(conv, pad_input)
 
 
 def _from_transformers(child: nn.Module, name: str) -> bool:
@@ -294,7 +301,8 @@ ALWAYS = ("patch-fold-as-reshape", "implicit-broadcast", "constant-position-inde
 REWRITES: dict[str, Callable[[nn.Module], Callable[[nn.Module], nn.Module] | None]] = {
     "convnext-channels-first": _convnext_swap, "patch-fold-as-reshape": _patch_fold_swap,
     "implicit-broadcast": _implicit_broadcast_swap, "constant-position-index": _constant_position_index,
-    "split-large-depthwise": _split_depthwise_swap}
+    "split-large-depthwise": _split_depthwise_swap,
+    "split-large-depthwise-padded": lambda child: _split_depthwise_swap(child, pad_input=True)}
 
 
 def apply_rewrites(module: nn.Module, names: tuple[str, ...]) -> tuple[nn.Module, dict[str, int]]:

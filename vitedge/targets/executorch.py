@@ -157,7 +157,7 @@ def _quantize(ctx: BuildContext, dynamic_max: int | None, x: Any) -> tuple[Any, 
     module = ctx.network()
     ctx.check_module_names(o.keep_float, "--et-keep-float")
     keep = ctx.float_modules(o.keep_float, o.quantize_head)
-    large = large_depthwise(module)
+    large = large_depthwise(ctx.loaded.module)  # the names; the network has them as bands
     if o.float_depthwise:
         keep += tuple(n for n in large if n not in keep)
     from torchao.quantization.pt2e.quantizer import (
@@ -359,15 +359,12 @@ def build_et_int8(ctx: BuildContext) -> Artifact:
     return _build(ctx, "int8")
 
 
-_ET: dict[str, Any] = dict(runtime="executorch", options=EtOptions, extra="executorch", requires=("executorch", "torch"),
-           source="module", auto=("mobile",))
 # split-large-depthwise: XNNPACK runs a 7x7 depthwise conv as a grouped IGEMM; as column bands it
-# gets XNNPACK's depthwise kernels (vitedge.export.rewrites.SplitDepthwise, measured there). Not
-# et-int8: between quantised regions the bands made XNNPACK's compile fail on transformers'
-# ConvNeXt ("XNNCompiler::compileModel failed: 0x1"), so its 7x7 kernels stay one IGEMM each.
+# gets XNNPACK's depthwise kernels (vitedge.export.rewrites.SplitDepthwise, measured there).
+_ET: dict[str, Any] = dict(runtime="executorch", options=EtOptions, extra="executorch", requires=("executorch", "torch"),
+           source="module", auto=("mobile",), export_rewrites=("split-large-depthwise",))
 register_target(Target(
-    name="et-fp32", precision="fp32", hooks=Hooks(build=build_et_fp32), export_rewrites=("split-large-depthwise",),
-    **_ET,
+    name="et-fp32", precision="fp32", hooks=Hooks(build=build_et_fp32), **_ET,
     description="ExecuTorch .pte, XNNPACK delegate, fp32 (Android/iOS/Linux boards; verified here)"))
 register_target(Target(
     name="et-int8", precision="int8", hooks=Hooks(build=build_et_int8, diagnose=diagnose_pt2e), needs_calibration=True,

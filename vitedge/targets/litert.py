@@ -340,10 +340,11 @@ def _pixels(ctx: BuildContext, artifact: Artifact) -> Artifact:
 
 _COMMON = dict(runtime="litert", options=LiteRTOptions, extra="litert", requires=("litert_torch", "ai_edge_litert"),
                source="module", auto=("mobile",))
-# split-large-depthwise on the float targets, as for et-fp32 (targets/executorch.py: the same
-# XNNPACK underneath). Not litert-int8: litert-torch's converter rejected the quantised bands
-# ("Attempting to broadcast a dimension of length 4", transformers' ConvNeXt).
-SPLIT = ("split-large-depthwise",)
+# Large depthwise convolutions as bands on the float targets, as for ExecuTorch (the same XNNPACK
+# underneath), in the padded-input layout LiteRT makes fast (vitedge.export.rewrites.SplitDepthwise).
+# Not litert-int8: litert-torch's converter rejected the quantised bands ("Attempting to broadcast
+# a dimension of length 4", transformers' ConvNeXt).
+SPLIT = ("split-large-depthwise-padded",)
 
 register_target(Target(
     name="litert-fp32", precision="fp32", hooks=Hooks(build=build_litert_fp32, embed=_pixels), export_rewrites=SPLIT,
