@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -37,3 +38,15 @@ def publish(lines: list[str], out: Path, t0: float) -> None:
     print(text)
     with open(out, "a") as f:
         f.write("\n" + text)
+
+
+def model_args(doc: str, models: tuple[str, ...]) -> Any:
+    """The arguments the per-model benchmarks share: --models, --img-size, --threads, --out."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--models", default=",".join(models))
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args()

@@ -15,7 +15,6 @@ XNNPACK's own profiler (ETDump, ExecuTorch only) puts in the float convolutions.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import RESULTS, heading, publish  # noqa: E402
+from _results import heading, model_args, publish  # noqa: E402
 
 MODELS = ("convnext-zepto", "timm:convnext_tiny")
 
@@ -122,12 +121,7 @@ def main() -> None:
 
     from vitedge.export.rewrites import apply_rewrites
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    a = p.parse_args()
+    a = model_args(__doc__, MODELS)
     t0 = time.perf_counter()
     lines = heading("Large depthwise convolutions as bands on XNNPACK (et-fp32, litert-fp32, et-int8)", a.threads)
     lines += ["| model | runtime | before ms | after ms | after / before | XNNPACK convolutions before -> after "

@@ -15,7 +15,6 @@ slowest kernel kinds and the time per path.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import RESULTS, heading, publish, run  # noqa: E402
+from _results import heading, model_args, publish, run  # noqa: E402
 
 MODELS = ("vit-tiny", "convnext-zepto", "timm:vit_small_patch16_224", "timm:convnext_tiny")
 TARGETS = ("ort-int8", "et-int8", "litert-int8")
@@ -37,21 +36,15 @@ def ops_summary(bundle: Path, threads: int) -> str:
     prof = json.loads(proc.stdout).get("ops") if proc.returncode == 0 else None
     if not prof:
         return "no op profiler for this runtime" if proc.returncode == 0 else f"bench failed: {proc.stderr[-120:]}"
+    from vitedge.runtimes.op_profile import by_path
+
     top = ", ".join(f"{r['op']} ({r['path']}, x{r['count']}) {r['ms']:.2f}" for r in prof["ops"][:3])
-    paths = {}
-    for r in prof["ops"]:
-        paths[r["path"]] = paths.get(r["path"], 0.0) + r["ms"]
-    split = " + ".join(f"{p} {ms:.2f}" for p, ms in sorted(paths.items(), key=lambda kv: -kv[1]))
+    split = " + ".join(f"{p} {ms:.2f}" for p, ms in sorted(by_path(prof).items(), key=lambda kv: -kv[1]))
     return f"{top}; ops {prof['ops_ms']:.2f} = {split}"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    a = p.parse_args()
+    a = model_args(__doc__, MODELS)
     t0 = time.perf_counter()
     lines = heading("XNNPACK INT8 (et-int8, litert-int8) against ort-int8", a.threads)
     lines += ["| model | target | p50 ms | vs ort-int8 | placement / XNNPACK notes | where the time goes (ms per "
