@@ -72,10 +72,10 @@ def bench_command(
         return
     _print_bench(artifact, info, results, placement, device, best)
     if ops:
-        _print_ops(op_profile, info, results[0]["p50"])
+        _print_ops(op_profile, info, next((r["p50"] for r in results if r["batch"] == 1), None))
 
 
-def _print_ops(profile: dict | None, info: dict, p50: float) -> None:
+def _print_ops(profile: dict | None, info: dict, p50: float | None) -> None:
     if profile is None:
         console.print(f"where the time goes: {info.get('runtime')} has no op profiler here "
                       "(vitedge.runtimes.op_profile says which runtimes do)")
@@ -96,8 +96,9 @@ def _print_ops(profile: dict | None, info: dict, p50: float) -> None:
                       f"{sum(r['ms'] for r in rest):.3f}", f"{100 * sum(r['share'] for r in rest):.1f}%")
     console.print(table)
     console.print(escape(slowest_line(profile)))
-    console.print(f"the ops' sum: {profile['ops_ms']:.3f} ms per inference; unprofiled p50 above: {p50:.3f} ms "
-                  "(the difference: calls between the ops, and the profiler's own cost)")
+    if p50 is not None:  # the profile runs batch 1 (or the model's fixed batch)
+        console.print(f"the ops' sum: {profile['ops_ms']:.3f} ms per inference; unprofiled p50 at batch 1 above: "
+                      f"{p50:.3f} ms (the difference: calls between the ops, and the profiler's own cost)")
 
 
 def _print_bench(artifact: Path, info: dict, results: list[dict], placement: dict | None, device, best) -> None:  # type: ignore[no-untyped-def]

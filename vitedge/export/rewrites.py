@@ -1,11 +1,16 @@
-"""Module rewrites applied before the ONNX export: the same maths in a form a runtime runs faster.
+"""Module rewrites applied before an export: the same maths in a form a runtime takes or runs faster.
 
-A target asks for them by name (`Target.export_rewrites`); the export copies the module, swaps
-the layers a rewrite knows, and records what it changed (`ExportInfo.rewrites`). The original
-module stays the reference every artifact is verified against, so a rewrite that changed the
-maths would fail parity, not ship.
+A target asks for them by name (`Target.export_rewrites`); ALWAYS are applied for every target.
+The ONNX export copies the module, swaps the layers a rewrite knows, and records what it changed
+(`ExportInfo.rewrites`); the module-based builds (ExecuTorch, LiteRT, Core ML, AOTInductor)
+convert `BuildContext.network()`, the same copy, and their report names the rewrites. The
+original module stays the reference every artifact is verified against, so a rewrite that
+changed the maths would fail parity, not ship. Each rewrite's reason is at its function:
+`patch-fold-as-reshape`, `implicit-broadcast`, `constant-position-index` (transformers layers
+the converters rejected), `split-large-depthwise` (XNNPACK's missing large depthwise kernel),
+and `convnext-channels-first`:
 
-`convnext-channels-first`: ConvNeXt blocks compute LayerNorm and the MLP channels-last
+ConvNeXt blocks compute LayerNorm and the MLP channels-last
 (permute to NHWC -> LayerNorm -> Linear -> GELU -> Linear -> permute back), and
 `LayerNorm2d` permutes around its LayerNorm. In an NCHW graph every permute is a Transpose,
 and OpenVINO's CPU plugin adds a Reorder to and from its blocked layout around each one.
@@ -176,21 +181,24 @@ def _patch_fold_swap(child: nn.Module) -> Callable[[nn.Module], nn.Module] | Non
 
 # XNNPACK's depthwise microkernels cover up to 25 taps in one pass; a larger depthwise kernel
 # (ConvNeXt's 7x7) runs as a grouped IGEMM with one channel per group (measured by ExecuTorch's
-# ETDump: "Convolution (NHWC, F32) IGEMM", 35 of 59 ms in timm convnext_tiny et-int8).
+# ETDump: "Convolution (NHWC, F32) IGEMM", 34 of 58.5 ms in timm convnext_tiny et-int8).
 DWCONV_TAPS = 25
 
 
 class SplitDepthwise(nn.Module):
     """A "same"-padded, stride-1 depthwise Conv2d as a sum of depthwise convolutions over column
     bands of its kernel (7x7: 7x3 + 7x3 + 7x1, each <= DWCONV_TAPS taps). The same sums in
-    another order (fp32 rounding only). Two layouts of the same maths, because the two converters
-    differ in what they make fast (measured, benchmarks/split_depthwise.py, convnext-zepto, 2
-    threads, side by side):
+    another order (fp32 rounding only). Measured before -> after, side by side
+    (benchmarks/split_depthwise.py, 2 threads, RESULTS.md): timm convnext_tiny at 224 px et-fp32
+    88.8 -> 59.6 ms, litert-fp32 76.9 -> 49.9, et-int8 (the bands kept float) 58.5 -> 29.8.
+    Two layouts of the same maths, because the two converters differ in what they make fast
+    (convnext-zepto, one busy afternoon, each pair side by side):
     - `pad_input=False` (ExecuTorch): each band convolves the input with the layer's own padding
-      and its output is sliced; et-fp32 2.15 -> 1.35 ms (the padded-input form failed XNNPACK's
-      compile between et-int8's quantised regions).
+      and its output is sliced; et-fp32 2.15 -> 1.35 ms. The padded-input form failed XNNPACK's
+      compile between et-int8's quantised regions ("XNNCompiler::compileModel failed").
     - `pad_input=True` (LiteRT): the input is padded once and each band reads its slice with no
-      padding of its own; litert-fp32 2.59 -> 0.95 ms (the sliced-output form: 2.56 -> 2.44)."""
+      padding of its own; litert-fp32 2.59 -> 0.95 ms, where the sliced-output form gave only
+      2.56 -> 2.44."""
 
     def __init__(self, conv: nn.Conv2d, pad_input: bool = False):
         super().__init__()

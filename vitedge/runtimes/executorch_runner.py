@@ -173,7 +173,7 @@ class ExecuTorchRunner(Runner):
     def op_profile(self, runs: int = PROFILED_RUNS) -> dict[str, Any] | None:
         """The program's ETDump (a second load with the event tracer on): one event per
         portable-kernel call and, inside each XNNPACK delegate call, per XNNPACK operator; the
-        total is `Method::execute`, so `other` is the delegate calls' and runtime's own time."""
+        whole call (`Method::execute`, the tracer's own cost included) is `profiled_call_ms`."""
         import torch
         from executorch.devtools import Inspector
 

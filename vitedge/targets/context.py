@@ -28,7 +28,7 @@ class BuildContext:
     # --embed-preprocessing on a module-based target: module() and example_input() are the
     # network behind a fixed-size uint8 NHWC pixel input (vitedge.export.pixels.pixels_module)
     pixels: bool = False
-    # the always-on module rewrites network() applied (vitedge.export.rewrites): rewrite -> layers
+    # the module rewrites network() applied (vitedge.export.rewrites): rewrite -> layers swapped
     module_rewrites: dict[str, int] = field(default_factory=dict)
     _network: Any = field(default=None, repr=False)
 
