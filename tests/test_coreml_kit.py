@@ -113,7 +113,7 @@ def test_coreml_standin_predicts_parity_within_tolerance(built, name, precision)
 
 
 @pytest.mark.slow
-def test_int8_standin_weights_are_the_packages_weights(built):
+def test_int8_standin_weights_are_the_packages_weights(built, tmp_path):
     """The stand-in's round-tripped weights equal the int8 constants coremltools wrote (checked
     on the in-memory MIL program of the same conversion)."""
     import coremltools.optimize as cto
@@ -121,7 +121,11 @@ def test_int8_standin_weights_are_the_packages_weights(built):
     from vitedge.targets.coreml import WEIGHT_THRESHOLD, _convert, _quantize_weights
 
     ctx, _ = built("vit-tiny", "int8")
-    mlmodel = _quantize_weights(_convert(SimpleNamespace(loaded=ctx.loaded, options=CoreMLOptions()), 1))
+    from vitedge.targets.context import BuildContext
+
+    convert_ctx = BuildContext(loaded=ctx.loaded, bundle_dir=tmp_path, work_dir=tmp_path, onnx=None,
+                               options=CoreMLOptions())
+    mlmodel = _quantize_weights(_convert(convert_ctx, 1))
     assert cto  # the optimize package is what produced the constexpr ops
     deq = []
     for op in mlmodel._mil_program.functions["main"].operations:
