@@ -340,7 +340,8 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
     notes = []
     large = (details.get("large_depthwise") or {}).get("names")
     if large:
-        notes.append(large_depthwise_note(tuple(large), details["large_depthwise"]["kept_float"], "et-float-depthwise"))
+        notes.append(large_depthwise_note(tuple(large), details["large_depthwise"]["kept_float"], "et-float-depthwise",
+                                          split=bool(ctx.module_rewrites.get("split-large-depthwise"))))
     if report["non_delegated_ops"]:
         top = ", ".join(f"{k} x{v}" for k, v in list(report["non_delegated_ops"].items())[:6])
         notes.append(f"{report['non_delegated_nodes']} node(s) run on ExecuTorch's portable kernels "

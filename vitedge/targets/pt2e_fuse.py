@@ -81,12 +81,15 @@ def large_depthwise(module: Any) -> tuple[str, ...]:
                  and m.kernel_size[0] * m.kernel_size[1] > LARGE_DEPTHWISE_TAPS)
 
 
-def large_depthwise_note(names: tuple[str, ...], kept: bool, flag: str) -> str:
-    """The report's line on the large depthwise convolutions (kept float or not, and why)."""
+def large_depthwise_note(names: tuple[str, ...], kept: bool, flag: str, split: bool = False) -> str:
+    """The report's line on the large depthwise convolutions (kept float or not, and why; `split`:
+    converted as bands, vitedge.export.rewrites.SplitDepthwise)."""
     if kept:
+        how = ("converted as column bands XNNPACK's depthwise kernels take (split-large-depthwise: it has "
+               "none above 25 taps)" if split else MISSING_KERNEL)
         return (f"{len(names)} depthwise convolution(s) larger than 5x5 kept float ({names[0]}, ...): XNNPACK's "
                 f"int8 kernel for them is slower than its fp32 one (measured: vitedge.targets.pt2e_fuse); "
-                f"--no-{flag} quantises them too; {MISSING_KERNEL}")
+                f"--no-{flag} quantises them too; {how}")
     return (f"{len(names)} depthwise convolution(s) larger than 5x5 are int8 ({names[0]}, ...): XNNPACK's int8 "
             f"kernel for them is slower than its fp32 one (convnext-zepto: 1.22 -> 1.01 ms kept float); "
             f"--{flag} keeps them float at the cost of a full-integer model; {MISSING_KERNEL}")
