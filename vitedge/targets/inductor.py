@@ -263,7 +263,8 @@ def _compile(ctx: BuildContext, ep: Any, precision: str) -> tuple[Path, float, b
                 # Freezing folds the weights into the graph as constants; on some graphs it leaves
                 # a symbolic size behind that the AOT compile then rejects (transformers' LeViT
                 # INT8: "torch.Size() takes an iterable of 'int' (item 0 is 'Node')", torch 2.14).
-                # Compiled again without it: slower int8 kernels maybe, but an artifact.
+                # Compiled again without it: an artifact, but measured on LeViT/XCiT/Mixer no
+                # int8 kernel then reaches the code (the census note below says so per build).
                 notes.append(f"compiled with freezing off: with freezing, AOTInductor failed "
                              f"({type(e).__name__}: {msg.splitlines()[0][:160] if msg else ''})")
                 continue
